@@ -1,0 +1,166 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The plugin's configuration surface: one frozen spec, validated once.
+
+The same three settings arrive by two roads and end up in one place,
+``VllmConfig.additional_config``::
+
+    vllm serve M --kv-policy sink --num-sink-tokens 4 --sink-window 1020
+    LLM(M, additional_config={"kv_policy": "sink", "num_sink_tokens": 4,
+                              "sink_window": 1020})
+
+Paper vocabulary -> ours: ``start_size`` -> ``num_sink_tokens``,
+``recent_size`` -> ``sink_window``.
+
+Cache layout of one sink request (block size B = 4, S = 2 sinks, W = 8)::
+
+    block:   | 0: sinks  | 1: window | 2: window | 3: chunk |
+    token:   | s s . .   | w w w w   | w w w w   | q . . .  |
+               ^^^ S=2 sink tokens; the rest of block 0 is never refilled
+                         ^^^^^^^^^^^^^^^^^^^^^ ceil(W/B) = 2 blocks
+                                                 ^^^ blocks of the chunk
+                                                     being scheduled
+
+The sinks occupy whole blocks (``ceil(S/B)``); the unused slots of the last
+sink block are the tokens that followed the sinks in the stream and are kept
+with them (so up to ``B - 1`` extra tokens stay visible: the rounding is
+documented in the README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+KV_POLICIES = ("none", "sink")
+DEFAULT_NUM_SINK_TOKENS = 4
+DEFAULT_SINK_WINDOW = 1020
+
+# (additional_config key, CLI flag) for every setting, in the order shown.
+FLAGS = {
+    "kv_policy": "--kv-policy",
+    "num_sink_tokens": "--num-sink-tokens",
+    "sink_window": "--sink-window",
+}
+
+
+class StreamingSinkConfigError(ValueError):
+    """A bad sink setting; the message names the flag and the accepted range."""
+
+
+def _name(key: str) -> str:
+    return f"{FLAGS[key]} (additional_config['{key}'])"
+
+
+def _check_int(key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StreamingSinkConfigError(
+            f"{_name(key)} must be an integer >= {minimum}, got {value!r}"
+        )
+    if value < minimum:
+        raise StreamingSinkConfigError(
+            f"{_name(key)} must be >= {minimum}, got {value}"
+        )
+    return value
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StreamingSinkConfig:
+    """The StreamingLLM cache policy of an engine (or of one request).
+
+    Attributes:
+        kv_policy: ``"none"`` (stock vLLM) or ``"sink"`` (StreamingLLM).
+        num_sink_tokens: S, the first tokens of a stream kept forever.
+        sink_window: W, the most recent tokens kept besides the sinks.
+    """
+
+    kv_policy: str = "none"
+    num_sink_tokens: int = DEFAULT_NUM_SINK_TOKENS
+    sink_window: int = DEFAULT_SINK_WINDOW
+
+    @property
+    def enabled(self) -> bool:
+        return self.kv_policy == "sink"
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any] | None) -> StreamingSinkConfig:
+        """Builds and checks a config from ``additional_config``-style keys.
+
+        Keys that do not belong to the plugin are left alone (other plugins
+        share ``additional_config``). Settings given without
+        ``kv_policy="sink"`` are refused rather than silently ignored.
+
+        Raises:
+            StreamingSinkConfigError: naming the flag and the accepted range.
+        """
+        raw = dict(raw or {})
+        policy = raw.get("kv_policy", "none")
+        if policy not in KV_POLICIES:
+            raise StreamingSinkConfigError(
+                f"{_name('kv_policy')} must be one of {', '.join(KV_POLICIES)}; "
+                f"got {policy!r}"
+            )
+        config = cls(
+            kv_policy=policy,
+            num_sink_tokens=_check_int(
+                "num_sink_tokens",
+                raw.get("num_sink_tokens", DEFAULT_NUM_SINK_TOKENS),
+                0,
+            ),
+            sink_window=_check_int(
+                "sink_window", raw.get("sink_window", DEFAULT_SINK_WINDOW), 1
+            ),
+        )
+        given = [k for k in ("num_sink_tokens", "sink_window") if k in raw]
+        if given and not config.enabled:
+            raise StreamingSinkConfigError(
+                f"{', '.join(_name(k) for k in given)} given but "
+                f"{_name('kv_policy')} is {policy!r}; add --kv-policy sink"
+            )
+        if config.num_sink_tokens >= config.sink_window:
+            raise StreamingSinkConfigError(
+                f"{_name('num_sink_tokens')} must be < {_name('sink_window')}"
+                f" (sinks < window); got {config.num_sink_tokens} >= "
+                f"{config.sink_window}"
+            )
+        return config
+
+    def check_engine(self, *, block_size: int, max_model_len: int) -> None:
+        """Checks the policy against the engine's block size and length.
+
+        The whole cache (sink blocks + window blocks + one decode token) must
+        fit in ``max_model_len`` positions, because in-cache positions are
+        what RoPE sees.
+
+        Raises:
+            StreamingSinkConfigError: naming the flag and the accepted range.
+        """
+        if not self.enabled:
+            return
+        if self.sink_window < block_size:
+            raise StreamingSinkConfigError(
+                f"{_name('sink_window')} must be >= the KV block size "
+                f"({block_size}) so that at least one block rolls; got "
+                f"{self.sink_window}"
+            )
+        most = max_model_len - 1 - self.num_sink_blocks(block_size) * block_size
+        most = most // block_size * block_size
+        if self.num_window_blocks(block_size) * block_size > most:
+            raise StreamingSinkConfigError(
+                f"{_name('sink_window')} must be <= {most} with "
+                f"max_model_len={max_model_len}, block size {block_size} and "
+                f"{self.num_sink_tokens} sink tokens (the cache must fit in "
+                f"max_model_len positions); got {self.sink_window}. Lower "
+                "--sink-window or raise --max-model-len."
+            )
+
+    def num_sink_blocks(self, block_size: int) -> int:
+        """Whole blocks pinned for the sinks: ``ceil(S / B)``."""
+        return -(-self.num_sink_tokens // block_size)
+
+    def num_window_blocks(self, block_size: int) -> int:
+        """Blocks of the rolling window: ``ceil(W / B)``."""
+        return -(-self.sink_window // block_size)
+
+    def to_additional_config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

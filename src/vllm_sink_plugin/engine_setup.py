@@ -1,0 +1,66 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Turns a validated policy into engine settings, once, at config time."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from vllm_sink_plugin.config import StreamingSinkConfig, StreamingSinkConfigError
+
+if TYPE_CHECKING:
+    from vllm.config import VllmConfig
+
+
+def unsupported_features(vllm_config: VllmConfig) -> list[str]:
+    """Features the sink policy refuses, each named for the error message."""
+    found = []
+    if vllm_config.speculative_config is not None:
+        found.append("speculative decoding (--speculative-config)")
+    if vllm_config.kv_transfer_config is not None:
+        found.append("KV connectors (--kv-transfer-config)")
+    hf_text = vllm_config.model_config.hf_text_config
+    if getattr(hf_text, "sliding_window", None):
+        found.append(f"sliding-window attention (sliding_window="
+                     f"{hf_text.sliding_window} in the model config)")
+    layer_types = getattr(hf_text, "layer_types", None) or ()
+    if any(t != "full_attention" for t in layer_types):
+        found.append("hybrid models (layer_types other than full_attention)")
+    rope = getattr(hf_text, "rope_parameters", None) or getattr(
+        hf_text, "rope_scaling", None
+    ) or {}
+    rope_type = rope.get("rope_type") or rope.get("type")
+    if rope_type in ("dynamic", "longrope", "mrope"):
+        found.append(f"position-nonlinear RoPE (rope_type={rope_type!r})")
+    return found
+
+
+def apply_policy(vllm_config: VllmConfig) -> StreamingSinkConfig:
+    """Validates the policy of a freshly built VllmConfig and logs it.
+
+    Raises:
+        StreamingSinkConfigError: a bad value or an unsupported feature.
+    """
+    sink = StreamingSinkConfig.from_mapping(vllm_config.additional_config)
+    if not sink.enabled:
+        return sink
+    block_size = vllm_config.cache_config.block_size
+    max_model_len = vllm_config.model_config.max_model_len
+    sink.check_engine(block_size=block_size, max_model_len=max_model_len)
+    refused = unsupported_features(vllm_config)
+    if refused:
+        raise StreamingSinkConfigError(
+            "--kv-policy sink does not support: " + "; ".join(refused)
+        )
+    from vllm.logger import init_logger
+
+    init_logger(__name__).info(
+        "StreamingLLM policy: %d sink tokens (%d blocks) + window of %d tokens "
+        "(%d blocks), block size %d, max_model_len %d",
+        sink.num_sink_tokens,
+        sink.num_sink_blocks(block_size),
+        sink.sink_window,
+        sink.num_window_blocks(block_size),
+        block_size,
+        max_model_len,
+    )
+    return sink

@@ -1,0 +1,24 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Every runtime change the plugin makes to vLLM 0.32, applied in one order.
+
+Each patch is one module with an idempotent ``apply()`` and a docstring with
+Target / Process / vLLM / Why / How / Upstream / Remove when / Tests; the
+top-level ``patches/README.md`` of the repository indexes them with diffs.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# Patches for the process that parses arguments and builds the VllmConfig.
+FRONTEND_PATCHES = ("frontend.patch_arg_utils",)
+
+
+def all_patch_modules() -> tuple[str, ...]:
+    return FRONTEND_PATCHES
+
+
+def apply_patches() -> None:
+    """Applies every patch; safe to call again."""
+    for name in all_patch_modules():
+        importlib.import_module(f"{__name__}.{name}").apply()

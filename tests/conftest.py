@@ -1,0 +1,56 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Shared fixtures: tiny random-weight Llamas built locally, the embedded model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Engines in tests run on the CPU build; keep them small and deterministic.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def build_tiny_llama(path: Path, *, seed: int = 0, **overrides) -> Path:
+    """Saves a random-weight Llama (head_dim 64, as CPU attention needs)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    settings = dict(
+        vocab_size=512,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=2048,
+        rope_theta=10000.0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    settings.update(overrides)
+    model = LlamaForCausalLM(LlamaConfig(**settings))
+    # Larger weights than the init default give peaked, tie-free logits.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.08)
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    from vllm_sink_plugin.assets import fetch
+
+    return fetch("smollm2")
