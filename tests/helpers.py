@@ -42,11 +42,21 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        cmd = [*VLLM_CLI, "serve", str(model), "--host", "127.0.0.1",
-               "--port", str(self.port), *args]
+        cmd = [
+            *VLLM_CLI,
+            "serve",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *args,
+        ]
         self._log_file = open(log, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            cmd, stdout=self._log_file, stderr=subprocess.STDOUT,
+            cmd,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "VLLM_LOGGING_LEVEL": "INFO"},
         )
         self._wait(timeout)

@@ -20,14 +20,18 @@ def unsupported_features(vllm_config: VllmConfig) -> list[str]:
         found.append("KV connectors (--kv-transfer-config)")
     hf_text = vllm_config.model_config.hf_text_config
     if getattr(hf_text, "sliding_window", None):
-        found.append(f"sliding-window attention (sliding_window="
-                     f"{hf_text.sliding_window} in the model config)")
+        found.append(
+            f"sliding-window attention (sliding_window="
+            f"{hf_text.sliding_window} in the model config)"
+        )
     layer_types = getattr(hf_text, "layer_types", None) or ()
     if any(t != "full_attention" for t in layer_types):
         found.append("hybrid models (layer_types other than full_attention)")
-    rope = getattr(hf_text, "rope_parameters", None) or getattr(
-        hf_text, "rope_scaling", None
-    ) or {}
+    rope = (
+        getattr(hf_text, "rope_parameters", None)
+        or getattr(hf_text, "rope_scaling", None)
+        or {}
+    )
     rope_type = rope.get("rope_type") or rope.get("type")
     if rope_type in ("dynamic", "longrope", "mrope"):
         found.append(f"position-nonlinear RoPE (rope_type={rope_type!r})")

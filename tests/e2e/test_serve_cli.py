@@ -21,18 +21,36 @@ def test_help_lists_the_flags():
     ("args", "needle"),
     [
         (["--kv-policy", "lru"], "argument --kv-policy: invalid choice"),
-        (["--kv-policy", "sink", "--num-sink-tokens", "-1"],
-         "--num-sink-tokens (additional_config['num_sink_tokens']) must be >= 0"),
-        (["--kv-policy", "sink", "--sink-window", "-5"],
-         "--sink-window (additional_config['sink_window']) must be >= 1"),
-        (["--kv-policy", "sink", "--num-sink-tokens", "64", "--sink-window", "64"],
-         "sinks < window"),
+        (
+            ["--kv-policy", "sink", "--num-sink-tokens", "-1"],
+            "--num-sink-tokens (additional_config['num_sink_tokens']) must be >= 0",
+        ),
+        (
+            ["--kv-policy", "sink", "--sink-window", "-5"],
+            "--sink-window (additional_config['sink_window']) must be >= 1",
+        ),
+        (
+            ["--kv-policy", "sink", "--num-sink-tokens", "64", "--sink-window", "64"],
+            "sinks < window",
+        ),
         (["--num-sink-tokens", "8"], "add --kv-policy sink"),
-        (["--kv-policy", "sink", "--sink-window", "8", "--block-size", "32"],
-         "must be >= the KV block size (32)"),
-        (["--kv-policy", "sink", "--sink-window", "4000", "--max-model-len", "512",
-          "--block-size", "32"], "--sink-window (additional_config['sink_window'])"
-         " must be <= 448"),
+        (
+            ["--kv-policy", "sink", "--sink-window", "8", "--block-size", "32"],
+            "must be >= the KV block size (32)",
+        ),
+        (
+            [
+                "--kv-policy",
+                "sink",
+                "--sink-window",
+                "4000",
+                "--max-model-len",
+                "512",
+                "--block-size",
+                "32",
+            ],
+            "--sink-window (additional_config['sink_window']) must be <= 448",
+        ),
     ],
 )
 def test_bad_values_stop_startup(tiny_llama, args, needle):
@@ -42,9 +60,21 @@ def test_bad_values_stop_startup(tiny_llama, args, needle):
 
 
 def test_serve_starts_with_the_policy(smollm2, tmp_path):
-    args = ["--kv-policy", "sink", "--num-sink-tokens", "4", "--sink-window",
-            "252", "--max-model-len", "1024", "--block-size", "32",
-            "--enforce-eager", "--kv-cache-memory-bytes", str(256 << 20)]
+    args = [
+        "--kv-policy",
+        "sink",
+        "--num-sink-tokens",
+        "4",
+        "--sink-window",
+        "252",
+        "--max-model-len",
+        "1024",
+        "--block-size",
+        "32",
+        "--enforce-eager",
+        "--kv-cache-memory-bytes",
+        str(256 << 20),
+    ]
     with Server(smollm2, *args, log=tmp_path / "serve.log") as server:
         from openai import OpenAI
 

@@ -34,8 +34,10 @@ def test_other_plugins_keys_pass_through():
         ({"kv_policy": "sink", "sink_window": 0}, "--sink-window"),
         ({"kv_policy": "sink", "sink_window": "big"}, "--sink-window"),
         ({"kv_policy": "sink", "num_sink_tokens": 2.5}, "--num-sink-tokens"),
-        ({"kv_policy": "sink", "num_sink_tokens": 64, "sink_window": 64},
-         "sinks < window"),
+        (
+            {"kv_policy": "sink", "num_sink_tokens": 64, "sink_window": 64},
+            "sinks < window",
+        ),
         ({"sink_window": 64}, "add --kv-policy sink"),
     ],
 )
@@ -49,8 +51,11 @@ def test_window_smaller_than_a_block():
     config = StreamingSinkConfig.from_mapping(
         {"kv_policy": "sink", "num_sink_tokens": 4, "sink_window": 8}
     )
-    with pytest.raises(StreamingSinkConfigError, match=r"--sink-window.*>= the KV "
-                       r"block size \(16\)"):
+    with pytest.raises(
+        StreamingSinkConfigError,
+        match=r"--sink-window.*>= the KV "
+        r"block size \(16\)",
+    ):
         config.check_engine(block_size=16, max_model_len=4096)
 
 
@@ -67,9 +72,10 @@ def test_block_rounding():
     config = StreamingSinkConfig(kv_policy="sink", num_sink_tokens=4, sink_window=40)
     assert config.num_sink_blocks(16) == 1
     assert config.num_window_blocks(16) == 3
-    assert StreamingSinkConfig(kv_policy="sink", num_sink_tokens=0).num_sink_blocks(
-        16
-    ) == 0
+    assert (
+        StreamingSinkConfig(kv_policy="sink", num_sink_tokens=0).num_sink_blocks(16)
+        == 0
+    )
 
 
 def _parse(argv):

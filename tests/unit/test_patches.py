@@ -9,8 +9,16 @@ import pytest
 from vllm_sink_plugin import patches
 from vllm_sink_plugin.patches._base import original_of
 
-SCHEMA = ("Target:", "Process:", "vLLM:", "Why:", "How:", "Upstream:",
-          "Remove when:", "Tests:")
+SCHEMA = (
+    "Target:",
+    "Process:",
+    "vLLM:",
+    "Why:",
+    "How:",
+    "Upstream:",
+    "Remove when:",
+    "Tests:",
+)
 
 
 def _patch_modules_on_disk():

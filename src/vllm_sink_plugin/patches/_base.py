@@ -32,10 +32,7 @@ def wrap_attribute(
     raw = getattr(current, "__func__", None) or getattr(owner, name)
     if getattr(raw, _ORIGINAL, None) is not None:
         return False
-    if kind == "classmethod":
-        original = getattr(owner, name).__func__
-    else:
-        original = raw
+    original = getattr(owner, name).__func__ if kind == "classmethod" else raw
     wrapper = make_wrapper(original)
     setattr(wrapper, _ORIGINAL, original)
     if kind == "staticmethod":

@@ -129,7 +129,5 @@ def apply() -> None:
     from vllm.engine.arg_utils import EngineArgs
 
     wrap_attribute(EngineArgs, "add_cli_args", _add_cli_args, kind="staticmethod")
-    wrap_attribute(
-        EngineArgs, "from_cli_args", _from_cli_args, kind="classmethod"
-    )
+    wrap_attribute(EngineArgs, "from_cli_args", _from_cli_args, kind="classmethod")
     wrap_attribute(EngineArgs, "create_engine_config", _create_engine_config)
