@@ -22,4 +22,25 @@ def register() -> None:
     from vllm_sink_plugin.patches import apply_patches
 
     apply_patches()
+    _register_attention_backend()
     trace.record("register")
+
+
+def _register_attention_backend() -> None:
+    """On CPU, ``CPU_ATTN`` resolves to our subclass (official override).
+
+    The subclass is vLLM's own backend unless the engine's policy is sink.
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    from vllm.v1.attention.backends.registry import (
+        AttentionBackendEnum,
+        register_backend,
+    )
+
+    register_backend(
+        AttentionBackendEnum.CPU_ATTN,
+        "vllm_sink_plugin.attention.cpu_backend.StreamingSinkCpuBackend",
+    )

@@ -41,6 +41,7 @@ FLAGS = {
     "kv_policy": "--kv-policy",
     "num_sink_tokens": "--num-sink-tokens",
     "sink_window": "--sink-window",
+    "sink_prefill_chunk": "--sink-prefill-chunk",
 }
 
 
@@ -72,11 +73,16 @@ class StreamingSinkConfig:
         kv_policy: ``"none"`` (stock vLLM) or ``"sink"`` (StreamingLLM).
         num_sink_tokens: S, the first tokens of a stream kept forever.
         sink_window: W, the most recent tokens kept besides the sinks.
+        sink_prefill_chunk: most prompt tokens of a sink request run in one
+            step (None: one window, ``ceil(W / B) * B``). The paper feeds one
+            token at a time; larger chunks are faster and let a chunk's later
+            tokens see up to ``chunk - 1`` more recent tokens.
     """
 
     kv_policy: str = "none"
     num_sink_tokens: int = DEFAULT_NUM_SINK_TOKENS
     sink_window: int = DEFAULT_SINK_WINDOW
+    sink_prefill_chunk: int | None = None
 
     @property
     def enabled(self) -> bool:
@@ -110,8 +116,13 @@ class StreamingSinkConfig:
             sink_window=_check_int(
                 "sink_window", raw.get("sink_window", DEFAULT_SINK_WINDOW), 1
             ),
+            sink_prefill_chunk=(
+                None
+                if raw.get("sink_prefill_chunk") is None
+                else _check_int("sink_prefill_chunk", raw["sink_prefill_chunk"], 1)
+            ),
         )
-        given = [k for k in ("num_sink_tokens", "sink_window") if k in raw]
+        given = [k for k in FLAGS if k != "kv_policy" and k in raw]
         if given and not config.enabled:
             raise StreamingSinkConfigError(
                 f"{', '.join(_name(k) for k in given)} given but "
@@ -128,9 +139,9 @@ class StreamingSinkConfig:
     def check_engine(self, *, block_size: int, max_model_len: int) -> None:
         """Checks the policy against the engine's block size and length.
 
-        The whole cache (sink blocks + window blocks + one decode token) must
-        fit in ``max_model_len`` positions, because in-cache positions are
-        what RoPE sees.
+        The whole cache (sink blocks + window blocks), the token being
+        decoded and the token it samples must fit in ``max_model_len``
+        positions, because in-cache positions are what RoPE sees.
 
         Raises:
             StreamingSinkConfigError: naming the flag and the accepted range.
@@ -143,7 +154,8 @@ class StreamingSinkConfig:
                 f"({block_size}) so that at least one block rolls; got "
                 f"{self.sink_window}"
             )
-        most = max_model_len - 1 - self.num_sink_blocks(block_size) * block_size
+        # A full cache plus one decoded token and the token it samples.
+        most = max_model_len - 2 - self.num_sink_blocks(block_size) * block_size
         most = most // block_size * block_size
         if self.num_window_blocks(block_size) * block_size > most:
             raise StreamingSinkConfigError(
@@ -153,6 +165,12 @@ class StreamingSinkConfig:
                 f"max_model_len positions); got {self.sink_window}. Lower "
                 "--sink-window or raise --max-model-len."
             )
+
+    def prefill_chunk(self, block_size: int) -> int:
+        """Most prompt tokens of one sink request per step."""
+        if self.sink_prefill_chunk is not None:
+            return self.sink_prefill_chunk
+        return self.num_window_blocks(block_size) * block_size
 
     def num_sink_blocks(self, block_size: int) -> int:
         """Whole blocks pinned for the sinks: ``ceil(S / B)``."""

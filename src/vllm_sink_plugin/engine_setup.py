@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from vllm_sink_plugin.config import StreamingSinkConfig, StreamingSinkConfigError
 
+SCHEDULER_CLS = "vllm_sink_plugin.core.scheduler.StreamingSinkScheduler"
+
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
 
@@ -57,14 +59,28 @@ def apply_policy(vllm_config: VllmConfig) -> StreamingSinkConfig:
         )
     from vllm.logger import init_logger
 
-    init_logger(__name__).info(
+    logger = init_logger(__name__)
+    scheduler_config = vllm_config.scheduler_config
+    if scheduler_config.async_scheduling:
+        raise StreamingSinkConfigError(
+            "--kv-policy sink does not support async scheduling yet; pass "
+            "--no-async-scheduling"
+        )
+    if vllm_config.use_v2_model_runner:
+        raise StreamingSinkConfigError(
+            "--kv-policy sink supports Model Runner V1 only so far; unset "
+            "VLLM_USE_V2_MODEL_RUNNER or set it to 0"
+        )
+    scheduler_config.scheduler_cls = SCHEDULER_CLS
+    logger.info(
         "StreamingLLM policy: %d sink tokens (%d blocks) + window of %d tokens "
-        "(%d blocks), block size %d, max_model_len %d",
+        "(%d blocks), block size %d, max_model_len %d, sink prefill chunks <= %d",
         sink.num_sink_tokens,
         sink.num_sink_blocks(block_size),
         sink.sink_window,
         sink.num_window_blocks(block_size),
         block_size,
         max_model_len,
+        sink.prefill_chunk(block_size),
     )
     return sink

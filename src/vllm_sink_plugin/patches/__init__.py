@@ -12,10 +12,12 @@ import importlib
 
 # Patches for the process that parses arguments and builds the VllmConfig.
 FRONTEND_PATCHES = ("frontend.patch_arg_utils",)
+# Patches for the worker processes (model runner, attention).
+WORKER_PATCHES = ("worker.patch_gpu_model_runner",)
 
 
 def all_patch_modules() -> tuple[str, ...]:
-    return FRONTEND_PATCHES
+    return FRONTEND_PATCHES + WORKER_PATCHES
 
 
 def apply_patches() -> None:

@@ -68,6 +68,15 @@ def add_sink_arguments(parser: argparse.ArgumentParser) -> None:
         "sinks + window must fit in --max-model-len). Default: "
         f"{DEFAULT_SINK_WINDOW} (the paper's 4 + 1020 cache).",
     )
+    group.add_argument(
+        FLAGS["sink_prefill_chunk"],
+        type=int,
+        default=argparse.SUPPRESS,
+        help="Most prompt tokens of a sink request processed in one step (>= 1; "
+        "1 is the paper's token-by-token feeding). Each token of a chunk sees "
+        "the sinks, the window before the chunk and the chunk's earlier "
+        "tokens. Default: one window (--sink-window rounded up to blocks).",
+    )
 
 
 def merge_cli_into_additional_config(

@@ -1,0 +1,127 @@
+# SPDX-License-Identifier: Apache-2.0
+"""CPU attention over a cache of raw (pre-RoPE) keys.
+
+Registered in place of ``CPU_ATTN`` (the CPU platform always picks that
+member). With ``--kv-policy none`` every call goes to vLLM's own kernels
+unchanged; with ``--kv-policy sink`` this implementation
+
+* writes raw K and V into the layer's cache tensor, laid out per slot as
+  ``kv_cache[block, head, offset, :D] = K`` and ``[..., D:] = V``;
+* for each request gathers its ``seq_len`` cached tokens through the block
+  table, rotates the keys to positions ``0 .. seq_len - 1`` and attends
+  causally (query ``i`` of ``n`` sits at position ``seq_len - n + i``)::
+
+      block table row:  [ b7 | b2 | b9 ]         seq_len = 10, B = 4, n = 2
+      cache position:    0-3   4-7   8 9
+      keys rotated at:   0 1 2 3 4 5 6 7 8 9
+      queries at:                        8 9   (rotated by the model)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from vllm.v1.attention.backends.cpu_attn import (
+    CPUAttentionBackend,
+    CPUAttentionBackendImpl,
+)
+
+from vllm_sink_plugin.attention.rope import rotate_keys
+
+
+def _policy_enabled() -> bool:
+    from vllm.config import get_current_vllm_config
+
+    from vllm_sink_plugin.config import StreamingSinkConfig
+
+    config = get_current_vllm_config()
+    return StreamingSinkConfig.from_mapping(config.additional_config).enabled
+
+
+class StreamingSinkCpuImpl(CPUAttentionBackendImpl):
+    """``CPUAttentionBackendImpl`` that caches raw keys under the sink policy."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sink_enabled = _policy_enabled()
+        self.sink_rotary = None  # set by install_query_only_rope
+
+    def do_kv_cache_update(self, layer, key, value, kv_cache, slot_mapping):
+        if not self.sink_enabled:
+            return super().do_kv_cache_update(layer, key, value, kv_cache, slot_mapping)
+        num_tokens = slot_mapping.shape[0]
+        slots = slot_mapping.long()
+        valid = slots >= 0
+        block_size = kv_cache.shape[2]
+        head_size = key.shape[-1]
+        blocks, offsets = slots[valid] // block_size, slots[valid] % block_size
+        kv_cache[blocks, :, offsets, :head_size] = key[:num_tokens][valid]
+        kv_cache[blocks, :, offsets, head_size:] = value[:num_tokens][valid]
+
+    def forward(
+        self,
+        layer,
+        query,
+        key,
+        value,
+        kv_cache,
+        attn_metadata,
+        output,
+        output_scale=None,
+        output_block_scale=None,
+    ):
+        if not self.sink_enabled or attn_metadata is None:
+            return super().forward(
+                layer,
+                query,
+                key,
+                value,
+                kv_cache,
+                attn_metadata,
+                output,
+                output_scale,
+                output_block_scale,
+            )
+        assert self.sink_rotary is not None, (
+            "sink attention has no rotary: install_query_only_rope did not run"
+        )
+        head_size = self.head_size
+        block_size = kv_cache.shape[2]
+        query = query.view(-1, self.num_heads, head_size)
+        out = output.view(-1, self.num_heads, head_size)
+        starts = attn_metadata.query_start_loc.tolist()
+        seq_lens = attn_metadata.seq_lens.tolist()
+        for i, seq_len in enumerate(seq_lens):
+            start, end = starts[i], starts[i + 1]
+            num_query = end - start
+            if num_query == 0:
+                continue
+            num_blocks = -(-seq_len // block_size)
+            blocks = attn_metadata.block_table[i, :num_blocks].long()
+            pages = kv_cache[blocks].transpose(1, 2)  # [nb, B, H, 2D]
+            pages = pages.reshape(num_blocks * block_size, -1, 2 * head_size)
+            keys = rotate_keys(self.sink_rotary, pages[:seq_len, :, :head_size])
+            values = pages[:seq_len, :, head_size:]
+            mask = None
+            if num_query > 1:
+                key_pos = torch.arange(seq_len)
+                query_pos = torch.arange(seq_len - num_query, seq_len)
+                mask = key_pos[None, :] <= query_pos[:, None]
+            result = F.scaled_dot_product_attention(
+                query[start:end].transpose(0, 1).unsqueeze(0),
+                keys.transpose(0, 1).unsqueeze(0),
+                values.transpose(0, 1).unsqueeze(0),
+                attn_mask=mask,
+                scale=self.scale,
+                enable_gqa=True,
+            )
+            out[start:end] = result[0].transpose(0, 1)
+        return output
+
+
+class StreamingSinkCpuBackend(CPUAttentionBackend):
+    """``CPU_ATTN`` with :class:`StreamingSinkCpuImpl` as its implementation."""
+
+    @staticmethod
+    def get_impl_cls() -> type[StreamingSinkCpuImpl]:
+        return StreamingSinkCpuImpl

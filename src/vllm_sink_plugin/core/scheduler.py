@@ -1,0 +1,245 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The engine-core side of the sink policy: a ``Scheduler`` subclass.
+
+Installed through vLLM's ``scheduler_cls`` hook. A sink request lives in
+*cache coordinates*: when its window rolls, the evicted tokens are removed
+from the request itself (prompt/output/all-token lists, ``num_computed_tokens``,
+``num_prompt_tokens``), its evicted blocks are removed from the KV manager's
+block list and returned to the pool, and ``max_tokens`` is lowered by the
+evicted outputs so that "outputs generated >= max_tokens" still counts all
+of them. Everything downstream (max_model_len caps, block allocation, the
+worker's positions, slot mapping and token rows) then sees a request that is
+never longer than its cache, and RoPE positions are in-cache positions.
+
+Per step::
+
+    schedule():
+      1. for each running sink request: evict whole blocks after the sinks
+         while the window exceeds its budget (SinkWindow.num_tokens_to_evict)
+      2. vLLM's schedule() as is
+      3. for each scheduled request with evictions not yet sent to the
+         worker: mark it "resumed" with its full block list and attach
+         ``sink_evictions[req_id] = (start, count)`` to the SchedulerOutput,
+         so the worker replaces the block-table row and trims its token state
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from vllm.logger import init_logger
+from vllm.v1.core.sched.output import SchedulerOutput
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.request import Request
+
+from vllm_sink_plugin.config import StreamingSinkConfig
+from vllm_sink_plugin.core.window import SinkWindow, remove_range, split_removal
+
+logger = init_logger(__name__)
+
+# A length no request reaches: lifts check_stop's max_model_len test.
+_UNBOUNDED = 1 << 62
+
+
+@dataclasses.dataclass
+class StreamingSinkStats:
+    """Counters of what the policy did, for tests and metrics."""
+
+    evicted_blocks: int = 0
+    evicted_tokens: int = 0
+    max_blocks_held: int = 0
+
+
+class StreamingSinkScheduler(Scheduler):
+    """vLLM's ``Scheduler`` keeping sink requests in cache coordinates."""
+
+    def __init__(self, vllm_config, kv_cache_config, *args, **kwargs):
+        super().__init__(vllm_config, kv_cache_config, *args, **kwargs)
+        groups = kv_cache_config.kv_cache_groups
+        if len(groups) != 1:
+            raise ValueError(
+                f"--kv-policy sink needs one KV cache group, got {len(groups)}"
+            )
+        self.sink_config = StreamingSinkConfig.from_mapping(
+            vllm_config.additional_config
+        )
+        self.sink_block_size = groups[0].kv_cache_spec.block_size
+        self.sink_stats = StreamingSinkStats()
+        self._sink_windows: dict[str, SinkWindow] = {}
+        self._sink_unsent: dict[str, tuple[int, int]] = {}
+        self._sink_hidden: dict[str, list[int]] = {}
+        self.sink_prefill_chunk = self.sink_config.prefill_chunk(self.sink_block_size)
+        self._skip_prefix_caching_of_sink_requests()
+
+    def _skip_prefix_caching_of_sink_requests(self) -> None:
+        """Sink requests' blocks are never hashed into the prefix cache.
+
+        Their contents depend on what was evicted before them, so no other
+        request may reuse them. (This scheduler's own coordinator only.)
+        """
+        coordinator = self.kv_cache_manager.coordinator
+        cache_blocks = coordinator.cache_blocks
+
+        def cache_blocks_unless_sink(request, *args, **kwargs):
+            if request.request_id in self._sink_windows:
+                return None
+            return cache_blocks(request, *args, **kwargs)
+
+        coordinator.cache_blocks = cache_blocks_unless_sink
+
+    # -- which requests --------------------------------------------------
+
+    def _window_for(self, request: Request) -> SinkWindow | None:
+        """The request's window, or None when it runs as stock vLLM."""
+        extra = (request.sampling_params and request.sampling_params.extra_args) or {}
+        policy = extra.get("kv_policy", self.sink_config.kv_policy)
+        if policy not in ("sink", "none"):
+            raise ValueError(
+                f"extra_args['kv_policy'] must be 'sink' or 'none', got {policy!r}"
+            )
+        if policy != "sink" or request.pooling_params is not None:
+            return None
+        return SinkWindow.from_tokens(
+            block_size=self.sink_block_size,
+            num_sink_tokens=self.sink_config.num_sink_tokens,
+            sink_window=self.sink_config.sink_window,
+        )
+
+    def is_sink_request(self, request_id: str) -> bool:
+        return request_id in self._sink_windows
+
+    def add_request(self, request: Request) -> None:
+        if request.request_id not in self.requests:
+            window = self._window_for(request)
+            if window is not None:
+                if request.prompt_token_ids is None:
+                    raise ValueError(
+                        "--kv-policy sink needs token prompts, not prompt embeddings"
+                    )
+                # Evicted blocks hold keys no other request may reuse: a sink
+                # request neither reads nor fills the prefix cache.
+                request.skip_reading_prefix_cache = True
+                request._block_hasher = None
+                request.block_hashes = []
+                self._sink_windows[request.request_id] = window
+        super().add_request(request)
+
+    # -- scheduling --------------------------------------------------------
+
+    def schedule(self, *args, **kwargs) -> SchedulerOutput:
+        for request in self.running:
+            window = self._sink_windows.get(request.request_id)
+            if window is not None:
+                self._evict(request, window)
+        self._hide_beyond_chunk()
+        try:
+            output = super().schedule(*args, **kwargs)
+        finally:
+            self._restore_hidden()
+        self._send_evictions(output)
+        return output
+
+    def _hide_beyond_chunk(self) -> None:
+        """Caps the next chunk of each sink request at ``sink_prefill_chunk``.
+
+        vLLM schedules ``num_tokens - num_computed_tokens`` tokens (capped by
+        budgets); tokens past the cap are taken off the request for the
+        duration of ``schedule()`` and put back in ``_update_after_schedule``::
+
+            all tokens:  [ computed | cap ][ hidden tail ]
+                                    ^ what vLLM may schedule now
+        """
+        for req_id in self._sink_windows:
+            request = self.requests.get(req_id)
+            if request is None or request.is_finished():
+                continue
+            end = request.num_computed_tokens + self.sink_prefill_chunk
+            if request.num_tokens > end:
+                self._sink_hidden[req_id] = request._all_token_ids[end:]
+                del request._all_token_ids[end:]
+
+    def _restore_hidden(self) -> None:
+        for req_id, tail in self._sink_hidden.items():
+            self.requests[req_id]._all_token_ids.extend(tail)
+        self._sink_hidden.clear()
+
+    def _update_after_schedule(self, scheduler_output: SchedulerOutput) -> None:
+        self._restore_hidden()
+        super()._update_after_schedule(scheduler_output)
+
+    def _evict(self, request: Request, window: SinkWindow) -> None:
+        """Rolls the window of one request before its next chunk."""
+        processed = request.num_computed_tokens - request.num_in_flight_tokens
+        count = window.num_tokens_to_evict(processed)
+        if count == 0:
+            return
+        start = window.num_sink_slots
+        req_id = request.request_id
+        first, num_blocks = window.num_sink_blocks, count // window.block_size
+        for manager in self.kv_cache_manager.coordinator.single_type_managers:
+            blocks = manager.req_to_blocks[req_id]
+            evicted = blocks[first : first + num_blocks]
+            del blocks[first : first + num_blocks]
+            manager.block_pool.free_blocks(evicted)
+
+        (_, num_prompt), (out_start, num_output) = split_removal(
+            request.num_prompt_tokens, start, count
+        )
+        request.prompt_token_ids = remove_range(
+            request.prompt_token_ids, start, num_prompt
+        )
+        request.num_prompt_tokens -= num_prompt
+        del request._all_token_ids[start : start + count]
+        del request._output_token_ids[out_start : out_start + num_output]
+        request.max_tokens -= num_output
+        request.num_computed_tokens -= count
+
+        _, unsent = self._sink_unsent.get(req_id, (start, 0))
+        self._sink_unsent[req_id] = (start, unsent + count)
+        self.sink_stats.evicted_blocks += num_blocks
+        self.sink_stats.evicted_tokens += count
+
+    def _send_evictions(self, output: SchedulerOutput) -> None:
+        """Tells the worker about evictions of the requests it will run."""
+        evictions = {}
+        cached = output.scheduled_cached_reqs
+        for i, req_id in enumerate(cached.req_ids):
+            if req_id in cached.all_token_ids and req_id in self._sink_windows:
+                # Copied while the tail was hidden.
+                cached.all_token_ids[req_id] = self.requests[
+                    req_id
+                ].all_token_ids.copy()
+            if req_id in self._sink_unsent:
+                evictions[req_id] = self._sink_unsent.pop(req_id)
+                # The worker replaces the row of a "resumed" request.
+                cached.resumed_req_ids.add(req_id)
+                cached.new_block_ids[i] = self.kv_cache_manager.get_block_ids(req_id)
+        output.sink_evictions = evictions
+        for req_id in output.num_scheduled_tokens:
+            if req_id in self._sink_windows:
+                held = len(self.kv_cache_manager.get_block_ids(req_id)[0])
+                self.sink_stats.max_blocks_held = max(
+                    self.sink_stats.max_blocks_held, held
+                )
+
+    # -- stopping and cleanup ----------------------------------------------
+
+    def _update_request_with_output(self, request, new_token_ids, *args, **kwargs):
+        if request.request_id not in self._sink_windows:
+            return super()._update_request_with_output(
+                request, new_token_ids, *args, **kwargs
+            )
+        # A sink request never stops for max_model_len (its cache never
+        # reaches it); EOS, stop strings and max_tokens still apply.
+        saved, self.max_model_len = self.max_model_len, _UNBOUNDED
+        try:
+            return super()._update_request_with_output(
+                request, new_token_ids, *args, **kwargs
+            )
+        finally:
+            self.max_model_len = saved
+
+    def _free_request(self, request: Request, *args, **kwargs):
+        self._sink_windows.pop(request.request_id, None)
+        self._sink_unsent.pop(request.request_id, None)
+        return super()._free_request(request, *args, **kwargs)

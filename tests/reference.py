@@ -1,0 +1,152 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A plain-PyTorch StreamingLLM reference for Llama-family HF checkpoints.
+
+Written from the paper, independent of the plugin: keys are cached *before*
+RoPE, and every forward rotates the whole cache to positions ``0 .. L-1``
+(sinks first, then the window, the chunk last), as mit-han-lab's
+``pos_shift`` attention does. It follows the plugin's block-granular
+schedule: before each chunk, whole blocks after the sink blocks are dropped
+while the window holds more than ``ceil(W/B) * B`` tokens; prompt chunks are
+at most ``max_chunk`` tokens and never reach ``max_model_len``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+@dataclass
+class StreamResult:
+    prompt_logprobs: list[float] = field(default_factory=list)  # tokens 1..P-1
+    tokens: list[int] = field(default_factory=list)
+    top2: list[list[tuple[int, float]]] = field(default_factory=list)
+
+
+class StreamingLlamaReference:
+    """Runs one stream through a Llama with a sink + window cache."""
+
+    def __init__(
+        self,
+        model_dir,
+        *,
+        num_sink_tokens,
+        sink_window,
+        block_size,
+        dtype=torch.float32,
+    ):
+        from transformers import AutoModelForCausalLM
+
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_dir, torch_dtype=dtype
+        ).eval()
+        cfg = self.model.config
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or (
+            cfg.hidden_size // cfg.num_attention_heads
+        )
+        theta = getattr(cfg, "rope_theta", None) or cfg.rope_parameters["rope_theta"]
+        self.inv_freq = 1.0 / theta ** (
+            torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim
+        )
+        self.block_size = block_size
+        self.sink_slots = math.ceil(num_sink_tokens / block_size) * block_size
+        self.window_slots = math.ceil(sink_window / block_size) * block_size
+        layers = len(self.model.model.layers)
+        self.keys: list[torch.Tensor | None] = [None] * layers
+        self.values: list[torch.Tensor | None] = [None] * layers
+
+    @property
+    def cache_len(self) -> int:
+        return 0 if self.keys[0] is None else self.keys[0].shape[0]
+
+    def _rope(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        angles = positions.to(torch.float64)[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((angles, angles), dim=-1)
+        cos = emb.cos().to(x.dtype)[:, None, :]
+        sin = emb.sin().to(x.dtype)[:, None, :]
+        return x * cos + rotate_half(x) * sin
+
+    def evict(self) -> int:
+        """Drops whole blocks after the sinks while the window is too long."""
+        dropped = 0
+        while self.cache_len - self.sink_slots > self.window_slots:
+            start, end = self.sink_slots, self.sink_slots + self.block_size
+            for i in range(len(self.keys)):
+                self.keys[i] = torch.cat((self.keys[i][:start], self.keys[i][end:]))
+                self.values[i] = torch.cat(
+                    (self.values[i][:start], self.values[i][end:])
+                )
+            dropped += self.block_size
+        return dropped
+
+    @torch.no_grad()
+    def forward(self, token_ids: list[int]) -> torch.Tensor:
+        """Appends a chunk to the cache; returns its logits ``[n, vocab]``."""
+        model = self.model.model
+        n, past = len(token_ids), self.cache_len
+        hidden = model.embed_tokens(torch.tensor(token_ids))
+        q_pos = torch.arange(past, past + n)
+        k_pos = torch.arange(past + n)
+        mask = k_pos[None, :] <= q_pos[:, None]
+        for i, layer in enumerate(model.layers):
+            attn = layer.self_attn
+            x = layer.input_layernorm(hidden)
+            q = attn.q_proj(x).view(n, self.num_heads, self.head_dim)
+            k = attn.k_proj(x).view(n, self.num_kv_heads, self.head_dim)
+            v = attn.v_proj(x).view(n, self.num_kv_heads, self.head_dim)
+            if self.keys[i] is None:
+                self.keys[i], self.values[i] = k, v
+            else:
+                self.keys[i] = torch.cat((self.keys[i], k))
+                self.values[i] = torch.cat((self.values[i], v))
+            keys = self._rope(self.keys[i], k_pos)
+            q = self._rope(q, q_pos)
+            group = self.num_heads // self.num_kv_heads
+            keys = keys.repeat_interleave(group, dim=1)
+            values = self.values[i].repeat_interleave(group, dim=1)
+            scores = torch.einsum("qhd,khd->hqk", q, keys) / math.sqrt(self.head_dim)
+            scores = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            out = torch.einsum("hqk,khd->qhd", scores, values).reshape(n, -1)
+            hidden = hidden + attn.o_proj(out)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return self.model.lm_head(model.norm(hidden)).float()
+
+    def stream(
+        self,
+        prompt: list[int],
+        *,
+        max_new_tokens: int,
+        max_chunk: int,
+        max_model_len: int,
+    ) -> StreamResult:
+        """Teacher-forces ``prompt`` in chunks, then decodes greedily."""
+        result = StreamResult()
+        pos, logits = 0, None
+        while pos < len(prompt):
+            self.evict()
+            n = min(len(prompt) - pos, max_chunk, max_model_len - self.cache_len - 1)
+            logits = self.forward(prompt[pos : pos + n]).log_softmax(-1)
+            targets = prompt[pos + 1 : pos + n + 1]
+            for j, t in enumerate(targets):
+                result.prompt_logprobs.append(logits[j, t].item())
+            pos += n
+        last = logits[-1]
+        for _ in range(max_new_tokens):
+            top = last.topk(2)
+            result.top2.append(
+                list(zip(top.indices.tolist(), top.values.tolist(), strict=True))
+            )
+            token = int(top.indices[0])
+            result.tokens.append(token)
+            self.evict()
+            last = self.forward([token]).log_softmax(-1)[0]
+        return result
