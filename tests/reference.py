@@ -60,9 +60,14 @@ class StreamingLlamaReference:
         self.block_size = block_size
         self.sink_slots = math.ceil(num_sink_tokens / block_size) * block_size
         self.window_slots = math.ceil(sink_window / block_size) * block_size
-        layers = len(self.model.model.layers)
-        self.keys: list[torch.Tensor | None] = [None] * layers
-        self.values: list[torch.Tensor | None] = [None] * layers
+        self.num_layers = len(self.model.model.layers)
+        self.reset()
+
+    def reset(self) -> None:
+        """Empties the cache (what a preempted request starts from)."""
+        self.keys: list[torch.Tensor | None] = [None] * self.num_layers
+        self.values: list[torch.Tensor | None] = [None] * self.num_layers
+        self.token_ids: list[int] = []  # the tokens whose KV is cached
 
     @property
     def cache_len(self) -> int:
@@ -85,6 +90,7 @@ class StreamingLlamaReference:
                 self.values[i] = torch.cat(
                     (self.values[i][:start], self.values[i][end:])
                 )
+            del self.token_ids[start:end]
             dropped += self.block_size
         return dropped
 
@@ -93,6 +99,7 @@ class StreamingLlamaReference:
         """Appends a chunk to the cache; returns its logits ``[n, vocab]``."""
         model = self.model.model
         n, past = len(token_ids), self.cache_len
+        self.token_ids.extend(token_ids)
         hidden = model.embed_tokens(torch.tensor(token_ids))
         q_pos = torch.arange(past, past + n)
         k_pos = torch.arange(past + n)
@@ -120,6 +127,26 @@ class StreamingLlamaReference:
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         return self.model.lm_head(model.norm(hidden)).float()
 
+    def prefill(
+        self,
+        prompt: list[int],
+        *,
+        max_chunk: int,
+        max_model_len: int,
+        logprobs: list[float] | None = None,
+    ) -> torch.Tensor:
+        """Feeds ``prompt`` in chunks, evicting before each; last logprobs."""
+        pos, logits = 0, None
+        while pos < len(prompt):
+            self.evict()
+            n = min(len(prompt) - pos, max_chunk, max_model_len - self.cache_len - 1)
+            logits = self.forward(prompt[pos : pos + n]).log_softmax(-1)
+            if logprobs is not None:
+                targets = prompt[pos + 1 : pos + n + 1]
+                logprobs.extend(logits[j, t].item() for j, t in enumerate(targets))
+            pos += n
+        return logits[-1]
+
     def stream(
         self,
         prompt: list[int],
@@ -127,20 +154,18 @@ class StreamingLlamaReference:
         max_new_tokens: int,
         max_chunk: int,
         max_model_len: int,
+        preempt_at: tuple[int, ...] = (),
     ) -> StreamResult:
-        """Teacher-forces ``prompt`` in chunks, then decodes greedily."""
+        """Teacher-forces ``prompt`` in chunks, then decodes greedily.
+
+        ``preempt_at`` lists output counts at which the engine preempted the
+        stream: there the cache is dropped and rebuilt by re-prefilling the
+        tokens it held plus the pending token (the plugin's resume rule).
+        """
         result = StreamResult()
-        pos, logits = 0, None
-        while pos < len(prompt):
-            self.evict()
-            n = min(len(prompt) - pos, max_chunk, max_model_len - self.cache_len - 1)
-            logits = self.forward(prompt[pos : pos + n]).log_softmax(-1)
-            targets = prompt[pos + 1 : pos + n + 1]
-            for j, t in enumerate(targets):
-                result.prompt_logprobs.append(logits[j, t].item())
-            pos += n
-        last = logits[-1]
-        for _ in range(max_new_tokens):
+        chunking = dict(max_chunk=max_chunk, max_model_len=max_model_len)
+        last = self.prefill(prompt, logprobs=result.prompt_logprobs, **chunking)
+        for k in range(max_new_tokens):
             top = last.topk(2)
             result.top2.append(
                 list(zip(top.indices.tolist(), top.values.tolist(), strict=True))
@@ -148,5 +173,10 @@ class StreamingLlamaReference:
             token = int(top.indices[0])
             result.tokens.append(token)
             self.evict()
-            last = self.forward([token]).log_softmax(-1)[0]
+            if k + 1 in preempt_at:
+                held = self.token_ids + [token]
+                self.reset()
+                last = self.prefill(held, **chunking)
+            else:
+                last = self.forward([token]).log_softmax(-1)[0]
         return result

@@ -11,25 +11,38 @@ from tests.helpers import CPU_ENGINE_KWARGS
 
 
 @contextlib.contextmanager
-def in_process_llm(model, **kwargs):
+def in_process_llm(model, *, in_process=True, **kwargs):
     """An ``LLM`` whose engine core and worker run in this process.
 
+    One in-process engine at a time: vLLM's distributed state is per
+    process. With ``in_process=False`` the engine core runs in its own
+    process (stock default) and the scheduler is not reachable.
+
     Yields:
-        ``(llm, scheduler)``; the engine is torn down on exit so that the
-        next one can start in the same process.
+        ``(llm, scheduler or None)``; the engine is torn down on exit so
+        that the next one can start in the same process.
     """
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    saved = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
     from vllm import LLM
     from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
 
-    llm = LLM(str(model), **{**CPU_ENGINE_KWARGS, **kwargs})
     try:
-        yield llm, llm.llm_engine.engine_core.engine_core.scheduler
+        llm = LLM(str(model), **{**CPU_ENGINE_KWARGS, **kwargs})
     finally:
-        llm.llm_engine.engine_core.shutdown()
-        del llm
+        if saved is None:
+            del os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"]
+        else:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = saved
+    core = llm.llm_engine.engine_core
+    try:
+        yield llm, core.engine_core.scheduler if in_process else None
+    finally:
+        core.shutdown()
+        del llm, core
         gc.collect()
-        cleanup_dist_env_and_memory()
+        if in_process:
+            cleanup_dist_env_and_memory()
 
 
 def free_blocks(scheduler) -> int:

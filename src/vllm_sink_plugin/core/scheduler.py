@@ -48,6 +48,8 @@ class StreamingSinkStats:
     evicted_blocks: int = 0
     evicted_tokens: int = 0
     max_blocks_held: int = 0
+    # req_id -> outputs generated (all, evicted included) at each preemption
+    preemptions: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
 
 class StreamingSinkScheduler(Scheduler):
@@ -68,6 +70,7 @@ class StreamingSinkScheduler(Scheduler):
         self._sink_windows: dict[str, SinkWindow] = {}
         self._sink_unsent: dict[str, tuple[int, int]] = {}
         self._sink_hidden: dict[str, list[int]] = {}
+        self._sink_evicted_outputs: dict[str, int] = {}
         self.sink_prefill_chunk = self.sink_config.prefill_chunk(self.sink_block_size)
         self._skip_prefix_caching_of_sink_requests()
 
@@ -192,6 +195,9 @@ class StreamingSinkScheduler(Scheduler):
         del request._all_token_ids[start : start + count]
         del request._output_token_ids[out_start : out_start + num_output]
         request.max_tokens -= num_output
+        self._sink_evicted_outputs[req_id] = (
+            self._sink_evicted_outputs.get(req_id, 0) + num_output
+        )
         request.num_computed_tokens -= count
 
         _, unsent = self._sink_unsent.get(req_id, (start, 0))
@@ -239,7 +245,19 @@ class StreamingSinkScheduler(Scheduler):
         finally:
             self.max_model_len = saved
 
+    def _preempt_request(self, request: Request, *args, **kwargs):
+        # Resuming re-prefills what the request holds: its cache tokens
+        # (sinks + window) and the pending token, not its whole history.
+        req_id = request.request_id
+        if req_id in self._sink_windows:
+            generated = request.num_output_tokens + self._sink_evicted_outputs.get(
+                req_id, 0
+            )
+            self.sink_stats.preemptions.setdefault(req_id, []).append(generated)
+        return super()._preempt_request(request, *args, **kwargs)
+
     def _free_request(self, request: Request, *args, **kwargs):
         self._sink_windows.pop(request.request_id, None)
         self._sink_unsent.pop(request.request_id, None)
+        self._sink_evicted_outputs.pop(request.request_id, None)
         return super()._free_request(request, *args, **kwargs)
