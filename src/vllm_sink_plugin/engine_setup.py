@@ -60,6 +60,15 @@ def apply_policy(vllm_config: VllmConfig) -> StreamingSinkConfig:
     from vllm.logger import init_logger
 
     logger = init_logger(__name__)
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        # The GPU runners cache post-RoPE keys in FlashAttention's layout;
+        # running the policy there would be wrong, so it is refused.
+        raise StreamingSinkConfigError(
+            "--kv-policy sink runs on the CPU platform only so far (this is "
+            f"{current_platform.device_name}); the GPU path is not built yet"
+        )
     scheduler_config = vllm_config.scheduler_config
     if scheduler_config.async_scheduling:
         raise StreamingSinkConfigError(
