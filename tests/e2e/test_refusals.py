@@ -1,0 +1,60 @@
+# SPDX-License-Identifier: Apache-2.0
+"""What the sink policy cannot run is refused at startup, by name."""
+
+import json
+
+import pytest
+
+from tests.conftest import build_tiny_llama
+
+pytestmark = pytest.mark.e2e
+
+
+def _engine_config(model, **kwargs):
+    from vllm.engine.arg_utils import EngineArgs
+
+    args = EngineArgs(
+        model=str(model),
+        skip_tokenizer_init=True,
+        block_size=32,
+        max_model_len=1024,
+        additional_config={"kv_policy": "sink", "sink_window": 64},
+        **kwargs,
+    )
+    return args.create_engine_config()
+
+
+def _model_with(tmp_path, name, **config):
+    return build_tiny_llama(tmp_path / name, **config)
+
+
+def test_supported_model_passes(tiny_llama):
+    config = _engine_config(tiny_llama)
+    assert config.scheduler_config.scheduler_cls.endswith("StreamingSinkScheduler")
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({"sliding_window": 256}, "sliding-window attention"),
+        (
+            {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}},
+            "position-nonlinear RoPE (rope_type='dynamic')",
+        ),
+    ],
+)
+def test_unsupported_models(tmp_path, config, needle):
+    model = _model_with(tmp_path, "model", **config)
+    from vllm_sink_plugin.config import StreamingSinkConfigError
+
+    with pytest.raises(StreamingSinkConfigError, match="does not support") as err:
+        _engine_config(model)
+    assert needle in str(err.value)
+
+
+def test_kv_connector_is_refused(tiny_llama):
+    from vllm_sink_plugin.config import StreamingSinkConfigError
+
+    connector = json.loads('{"kv_connector": "ExampleConnector", "kv_role": "kv_both"}')
+    with pytest.raises(StreamingSinkConfigError, match="KV connectors"):
+        _engine_config(tiny_llama, kv_transfer_config=connector)
