@@ -1,7 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """On CUDA the sink policy is refused by name until its GPU path lands."""
 
-
 from tests.helpers import run_cli
 
 
