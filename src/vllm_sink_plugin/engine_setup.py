@@ -57,7 +57,7 @@ def apply_policy(vllm_config: VllmConfig) -> StreamingSinkConfig:
         raise StreamingSinkConfigError(
             "--kv-policy sink does not support: " + "; ".join(refused)
         )
-    from vllm.logger import init_logger
+    from vllm_sink_plugin.log import init_logger
 
     logger = init_logger(__name__)
     from vllm.platforms import current_platform

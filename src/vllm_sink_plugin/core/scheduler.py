@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from vllm.logger import init_logger
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request
 
 from vllm_sink_plugin.config import StreamingSinkConfig
 from vllm_sink_plugin.core.window import SinkWindow, remove_range, split_removal
+from vllm_sink_plugin.log import init_logger
 
 logger = init_logger(__name__)
 
@@ -73,6 +73,15 @@ class StreamingSinkScheduler(Scheduler):
         self._sink_evicted_outputs: dict[str, int] = {}
         self.sink_prefill_chunk = self.sink_config.prefill_chunk(self.sink_block_size)
         self._skip_prefix_caching_of_sink_requests()
+        logger.info(
+            "StreamingSinkScheduler: block size %d, %d sink tokens, window %d, "
+            "prefill chunks <= %d (default policy %s)",
+            self.sink_block_size,
+            self.sink_config.num_sink_tokens,
+            self.sink_config.sink_window,
+            self.sink_prefill_chunk,
+            self.sink_config.kv_policy,
+        )
 
     def _skip_prefix_caching_of_sink_requests(self) -> None:
         """Sink requests' blocks are never hashed into the prefix cache.

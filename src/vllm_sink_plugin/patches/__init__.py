@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 # Patches for the process that parses arguments and builds the VllmConfig.
-FRONTEND_PATCHES = ("frontend.patch_arg_utils",)
+FRONTEND_PATCHES = ("frontend.patch_arg_utils", "frontend.patch_api_max_tokens")
 # Patches for the worker processes (model runner, attention).
 WORKER_PATCHES = ("worker.patch_gpu_model_runner",)
 

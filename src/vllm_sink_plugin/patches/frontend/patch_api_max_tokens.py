@@ -1,0 +1,210 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The OpenAI server lets a sink engine generate past ``max_model_len``.
+
+Target:      vllm.entrypoints.serve.utils.api_utils.get_max_tokens and every
+             module's from-imported alias of it (ALIAS_MODULES);
+             vllm.renderers.params.TokenizeParams.__post_init__;
+             vllm.renderers.base.BaseRenderer.__init__
+Process:     frontend (the API server processes, the render server)
+vLLM:        ==0.32.0 (verified 0.32.0)
+Why:         The server clamps every request's ``max_tokens`` to
+             ``max_model_len - prompt_len`` (``get_max_tokens``), and
+             ``TokenizeParams`` rejects ``max_tokens > max_model_len`` with a
+             400 before that. A sink request's cache never outgrows its
+             window, so neither limit applies to it.
+How:         ``BaseRenderer.__init__`` (every frontend builds one renderer
+             from its VllmConfig) records the engine's policy in this
+             process. While the process serves sink engines only,
+             ``get_max_tokens`` keeps the stock input-length check, the
+             server's override and the platform limit, but drops the
+             ``max_model_len`` clamp: an explicit ``max_tokens`` is honoured,
+             an omitted one (and no generation-config default) gets
+             ``DEFAULT_SINK_MAX_TOKENS`` or ``$VLLM_SINK_DEFAULT_MAX_TOKENS``;
+             ``TokenizeParams`` clamps its (informational) output budget to
+             ``max_total_tokens`` instead of raising. Otherwise the stock
+             functions run untouched. Prompts longer than max_model_len are
+             still refused.
+Upstream:    none: the clamp is correct for every stock cache policy.
+Remove when: vLLM asks the KV cache policy for a request's output limit.
+Tests:       tests/unit/test_patch_api_max_tokens.py,
+             tests/e2e/test_serve_sink.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from vllm_sink_plugin.config import StreamingSinkConfig, StreamingSinkConfigError
+from vllm_sink_plugin.patches._base import wrap_attribute
+
+# Output cap of a sink request that gives no max_tokens (stock: the space left
+# in max_model_len, which a sink request does not have).
+DEFAULT_SINK_MAX_TOKENS = 4096
+DEFAULT_MAX_TOKENS_ENV = "VLLM_SINK_DEFAULT_MAX_TOKENS"
+
+SOURCE_MODULE = "vllm.entrypoints.serve.utils.api_utils"
+# Every module of vLLM 0.32.0 that does ``from api_utils import get_max_tokens``.
+ALIAS_MODULES = (
+    "vllm.entrypoints.openai.chat_completion.serving",
+    "vllm.entrypoints.openai.chat_completion.batch_serving",
+    "vllm.entrypoints.openai.completion.serving",
+    "vllm.entrypoints.openai.responses.serving",
+    "vllm.entrypoints.speech_to_text.base.serving",
+    "vllm.entrypoints.scale_out.render.serving",
+    "vllm.entrypoints.scale_out.token_in_token_out.serving",
+)
+
+# Policies of the engines whose renderers this process built; the lift
+# applies only while all of them are sink (a process serves one engine).
+_policies: set[bool] = set()
+_default_cap = DEFAULT_SINK_MAX_TOKENS
+
+
+def default_max_tokens(environ: Mapping[str, str] = os.environ) -> int:
+    """The output cap of a sink request without ``max_tokens``.
+
+    Raises:
+        StreamingSinkConfigError: the environment variable is not an int >= 1.
+    """
+    raw = environ.get(DEFAULT_MAX_TOKENS_ENV)
+    if raw is None or raw == "":
+        return DEFAULT_SINK_MAX_TOKENS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise StreamingSinkConfigError(
+            f"${DEFAULT_MAX_TOKENS_ENV} must be an integer >= 1, got {raw!r}"
+        )
+    return value
+
+
+def record_policy(additional_config: Mapping[str, Any] | None) -> bool:
+    """Notes the policy of an engine this process serves; True if sink."""
+    global _default_cap
+    enabled = StreamingSinkConfig.from_mapping(additional_config).enabled
+    if enabled:
+        _default_cap = default_max_tokens()
+    _policies.add(enabled)
+    return enabled
+
+
+def sink_served() -> bool:
+    """True while every engine this process serves has the sink policy."""
+    return _policies == {True}
+
+
+def sink_max_tokens(
+    max_model_len: int,
+    max_tokens: int | None,
+    input_length: int,
+    default_sampling_params: Mapping[str, Any],
+    override_max_tokens: int | None = None,
+    truncate_prompt_tokens: int | None = None,
+    *,
+    platform_max_tokens: int | None = None,
+    default_cap: int = DEFAULT_SINK_MAX_TOKENS,
+) -> int:
+    """``get_max_tokens`` of vLLM 0.32 without the ``max_model_len`` clamp.
+
+    Returns:
+        The smallest of the requested count (``max_tokens``, else the
+        generation config's, else ``default_cap``), the server's override and
+        the platform limit.
+
+    Raises:
+        ValueError: the prompt is longer than ``max_model_len`` (as stock).
+    """
+    if truncate_prompt_tokens is not None:
+        limit = (
+            max_model_len if truncate_prompt_tokens == -1 else truncate_prompt_tokens
+        )
+        input_length = min(input_length, limit)
+    if max_model_len < input_length:
+        raise ValueError(
+            f"Input length ({input_length}) exceeds model's maximum "
+            f"context length ({max_model_len})."
+        )
+    requested = max_tokens
+    if requested is None:
+        requested = default_sampling_params.get("max_tokens")
+    if requested is None:
+        requested = default_cap
+    return min(
+        v
+        for v in (requested, override_max_tokens, platform_max_tokens)
+        if v is not None
+    )
+
+
+def _get_max_tokens(original):
+    def get_max_tokens(
+        max_model_len,
+        max_tokens,
+        input_length,
+        default_sampling_params,
+        override_max_tokens=None,
+        truncate_prompt_tokens=None,
+    ):
+        if not sink_served():
+            return original(
+                max_model_len,
+                max_tokens,
+                input_length,
+                default_sampling_params,
+                override_max_tokens,
+                truncate_prompt_tokens=truncate_prompt_tokens,
+            )
+        from vllm.platforms import current_platform
+
+        return sink_max_tokens(
+            max_model_len,
+            max_tokens,
+            input_length,
+            default_sampling_params,
+            override_max_tokens,
+            truncate_prompt_tokens,
+            platform_max_tokens=current_platform.get_max_output_tokens(input_length),
+            default_cap=_default_cap,
+        )
+
+    return get_max_tokens
+
+
+def _post_init(original):
+    def __post_init__(self):
+        total = self.max_total_tokens
+        if sink_served() and total is not None and self.max_output_tokens > total:
+            # Only the ``== 0`` test (pooling) reads it after validation.
+            object.__setattr__(self, "max_output_tokens", total)
+        original(self)
+
+    return __post_init__
+
+
+def _renderer_init(original):
+    def __init__(self, config, *args, **kwargs):
+        original(self, config, *args, **kwargs)
+        record_policy(getattr(config, "additional_config", None))
+
+    return __init__
+
+
+def apply() -> None:
+    from vllm.entrypoints.serve.utils import api_utils
+    from vllm.renderers.base import BaseRenderer
+    from vllm.renderers.params import TokenizeParams
+
+    wrap_attribute(BaseRenderer, "__init__", _renderer_init)
+    wrap_attribute(TokenizeParams, "__post_init__", _post_init)
+    wrap_attribute(api_utils, "get_max_tokens", _get_max_tokens)
+    patched = api_utils.get_max_tokens
+    # Modules imported from now on bind the wrapper; rebind those already in.
+    for name in ALIAS_MODULES:
+        module = sys.modules.get(name)
+        if module is not None and module.get_max_tokens is not patched:
+            module.get_max_tokens = patched
