@@ -59,16 +59,7 @@ class StreamingSinkCpuImpl(CPUAttentionBackendImpl):
         kv_cache[blocks, :, offsets, head_size:] = value[:num_tokens][valid]
 
     def forward(
-        self,
-        layer,
-        query,
-        key,
-        value,
-        kv_cache,
-        attn_metadata,
-        output,
-        output_scale=None,
-        output_block_scale=None,
+        self, layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs
     ):
         if not self.sink_enabled or attn_metadata is None:
             return super().forward(
@@ -79,8 +70,8 @@ class StreamingSinkCpuImpl(CPUAttentionBackendImpl):
                 kv_cache,
                 attn_metadata,
                 output,
-                output_scale,
-                output_block_scale,
+                *args,
+                **kwargs,
             )
         assert self.sink_rotary is not None, (
             "sink attention has no rotary: install_query_only_rope did not run"
