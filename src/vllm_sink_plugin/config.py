@@ -179,6 +179,3 @@ class StreamingSinkConfig:
     def num_window_blocks(self, block_size: int) -> int:
         """Blocks of the rolling window: ``ceil(W / B)``."""
         return -(-self.sink_window // block_size)
-
-    def to_additional_config(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)

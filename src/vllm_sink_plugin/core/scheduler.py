@@ -117,9 +117,6 @@ class StreamingSinkScheduler(Scheduler):
             sink_window=self.sink_config.sink_window,
         )
 
-    def is_sink_request(self, request_id: str) -> bool:
-        return request_id in self._sink_windows
-
     def add_request(self, request: Request) -> None:
         if request.request_id not in self.requests:
             window = self._window_for(request)
