@@ -57,6 +57,11 @@ def sink_config(num_sink_tokens: int, sink_window: int) -> dict:
     }
 
 
+def top_logprobs(completion) -> list[list[tuple[int, float]]]:
+    """``[(token, logprob), ...]`` per generated step of a vLLM completion."""
+    return [[(t, lp.logprob) for t, lp in step.items()] for step in completion.logprobs]
+
+
 def near_tie_divergence(ours, theirs, ours_top2, theirs_top2, gap=1e-3):
     """Index of the first differing token, checked to be a near-tie.
 

@@ -18,6 +18,7 @@ from tests.e2e.sink_engine import (
     in_process_llm,
     near_tie_divergence,
     sink_config,
+    top_logprobs,
 )
 
 pytestmark = pytest.mark.e2e
@@ -62,7 +63,7 @@ def test_greedy_4096_tokens_match_reference(tiny_sink, reference):
     ref = reference().stream(
         prompt, max_new_tokens=n, max_chunk=MAX_CHUNK, max_model_len=MAX_MODEL_LEN
     )
-    ours_top2 = [[(t, lp.logprob) for t, lp in step.items()] for step in out.logprobs]
+    ours_top2 = top_logprobs(out)
     diverged = near_tie_divergence(out.token_ids, ref.tokens, ours_top2, ref.top2)
     print(f"MEASURED tiny greedy {n} tokens, first divergence: {diverged}")
     assert diverged is None or diverged > 0

@@ -10,6 +10,7 @@ from tests.e2e.sink_engine import (
     in_process_llm,
     near_tie_divergence,
     sink_config,
+    top_logprobs,
 )
 from tests.reference import StreamingLlamaReference
 
@@ -85,8 +86,7 @@ def test_mixed_batch_dense_requests_equal_stock_vllm(tiny_llama):
         assert free_blocks(scheduler) == start
     for ours, theirs in zip(mixed[: len(dense)], stock, strict=True):
         a, b = ours.outputs[0], theirs.outputs[0]
-        top_a = [[(t, lp.logprob) for t, lp in s.items()] for s in a.logprobs]
-        top_b = [[(t, lp.logprob) for t, lp in s.items()] for s in b.logprobs]
+        top_a, top_b = top_logprobs(a), top_logprobs(b)
         assert near_tie_divergence(a.token_ids, b.token_ids, top_a, top_b) is None
     for out, n in zip(mixed[len(dense) :], (600, 900), strict=True):
         assert len(out.outputs[0].token_ids) == n
@@ -131,6 +131,6 @@ def test_memory_pressure_preempts_and_resumes_exactly(tiny_llama):
             max_model_len=13 * BLOCK,
             preempt_at=tuple(preemptions.get(out.request_id, ())),
         )
-        top = [[(t, lp.logprob) for t, lp in s.items()] for s in got.logprobs]
+        top = top_logprobs(got)
         diverged = near_tie_divergence(got.token_ids, ref.tokens, top, ref.top2)
         assert diverged is None or diverged > 0, (out.request_id, req_ids)

@@ -8,6 +8,7 @@ from tests.e2e.sink_engine import (
     in_process_llm,
     near_tie_divergence,
     sink_config,
+    top_logprobs,
 )
 from tests.reference import StreamingLlamaReference
 
@@ -90,7 +91,7 @@ def test_greedy_4096_tokens(smol, reference):
     ref = reference().stream(
         prompt, max_new_tokens=n, max_chunk=CHUNK, max_model_len=MAX_MODEL_LEN
     )
-    top = [[(t, lp.logprob) for t, lp in s.items()] for s in out.logprobs]
+    top = top_logprobs(out)
     diverged = near_tie_divergence(out.token_ids, ref.tokens, top, ref.top2)
     print(f"MEASURED smollm2 greedy {n} tokens, first divergence: {diverged}")
     assert diverged is None or diverged > 0
