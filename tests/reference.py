@@ -139,7 +139,11 @@ class StreamingLlamaReference:
         pos, logits = 0, None
         while pos < len(prompt):
             self.evict()
-            n = min(len(prompt) - pos, max_chunk, max_model_len - self.cache_len - 1)
+            remaining = len(prompt) - pos
+            # The plugin's rule: while the prompt does not fit the worker's
+            # row (max_model_len - 1 tokens), a chunk stops one short of it.
+            spare = 2 if self.cache_len + remaining > max_model_len - 1 else 1
+            n = min(remaining, max_chunk, max_model_len - self.cache_len - spare)
             logits = self.forward(prompt[pos : pos + n]).log_softmax(-1)
             if logprobs is not None:
                 targets = prompt[pos + 1 : pos + n + 1]

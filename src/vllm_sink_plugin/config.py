@@ -42,6 +42,8 @@ FLAGS = {
     "num_sink_tokens": "--num-sink-tokens",
     "sink_window": "--sink-window",
     "sink_prefill_chunk": "--sink-prefill-chunk",
+    "sink_request_default": "--sink-request-default",
+    "pin_system_prompt": "--sink-pin-system-prompt",
 }
 
 
@@ -49,20 +51,35 @@ class StreamingSinkConfigError(ValueError):
     """A bad sink setting; the message names the flag and the accepted range."""
 
 
+def _check_policy(key: str, value: Any, name=None) -> str:
+    name = name or _name
+    if value not in KV_POLICIES:
+        raise StreamingSinkConfigError(
+            f"{name(key)} must be one of {', '.join(map(repr, KV_POLICIES))}; "
+            f"got {value!r}"
+        )
+    return value
+
+
 def _name(key: str) -> str:
     return f"{FLAGS[key]} (additional_config['{key}'])"
 
 
-def _check_int(key: str, value: Any, minimum: int) -> int:
+def _check_int(key: str, value: Any, minimum: int, name=_name) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise StreamingSinkConfigError(
-            f"{_name(key)} must be an integer >= {minimum}, got {value!r}"
+            f"{name(key)} must be an integer >= {minimum}, got {value!r}"
         )
     if value < minimum:
-        raise StreamingSinkConfigError(
-            f"{_name(key)} must be >= {minimum}, got {value}"
-        )
+        raise StreamingSinkConfigError(f"{name(key)} must be >= {minimum}, got {value}")
     return value
+
+
+def _check_bool(key: str, value: Any, name=_name) -> bool:
+    # JSON clients may send 0/1 (vllm_xargs carries numbers, not booleans).
+    if value in (True, False) and not isinstance(value, float):
+        return bool(value)
+    raise StreamingSinkConfigError(f"{name(key)} must be true or false, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -77,12 +94,18 @@ class StreamingSinkConfig:
             step (None: one window, ``ceil(W / B) * B``). The paper feeds one
             token at a time; larger chunks are faster and let a chunk's later
             tokens see up to ``chunk - 1`` more recent tokens.
+        sink_request_default: the policy of requests that do not name one
+            (``"sink"``, or ``"none"`` to make the policy opt-in per request).
+        pin_system_prompt: chat requests keep their whole system prompt as
+            sinks (at least ``num_sink_tokens``), like llama.cpp's ``--keep``.
     """
 
     kv_policy: str = "none"
     num_sink_tokens: int = DEFAULT_NUM_SINK_TOKENS
     sink_window: int = DEFAULT_SINK_WINDOW
     sink_prefill_chunk: int | None = None
+    sink_request_default: str = "sink"
+    pin_system_prompt: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -100,12 +123,7 @@ class StreamingSinkConfig:
             StreamingSinkConfigError: naming the flag and the accepted range.
         """
         raw = dict(raw or {})
-        policy = raw.get("kv_policy", "none")
-        if policy not in KV_POLICIES:
-            raise StreamingSinkConfigError(
-                f"{_name('kv_policy')} must be one of {', '.join(KV_POLICIES)}; "
-                f"got {policy!r}"
-            )
+        policy = _check_policy("kv_policy", raw.get("kv_policy", "none"))
         config = cls(
             kv_policy=policy,
             num_sink_tokens=_check_int(
@@ -121,6 +139,12 @@ class StreamingSinkConfig:
                 if raw.get("sink_prefill_chunk") is None
                 else _check_int("sink_prefill_chunk", raw["sink_prefill_chunk"], 1)
             ),
+            sink_request_default=_check_policy(
+                "sink_request_default", raw.get("sink_request_default", "sink")
+            ),
+            pin_system_prompt=_check_bool(
+                "pin_system_prompt", raw.get("pin_system_prompt", False)
+            ),
         )
         given = [k for k in FLAGS if k != "kv_policy" and k in raw]
         if given and not config.enabled:
@@ -128,15 +152,19 @@ class StreamingSinkConfig:
                 f"{', '.join(_name(k) for k in given)} given but "
                 f"{_name('kv_policy')} is {policy!r}; add --kv-policy sink"
             )
-        if config.num_sink_tokens >= config.sink_window:
-            raise StreamingSinkConfigError(
-                f"{_name('num_sink_tokens')} must be < {_name('sink_window')}"
-                f" (sinks < window); got {config.num_sink_tokens} >= "
-                f"{config.sink_window}"
-            )
+        config.check_sinks_below_window()
         return config
 
-    def check_engine(self, *, block_size: int, max_model_len: int) -> None:
+    def check_sinks_below_window(self, name=_name) -> None:
+        """Raises StreamingSinkConfigError unless S < W."""
+        if self.num_sink_tokens >= self.sink_window:
+            raise StreamingSinkConfigError(
+                f"{name('num_sink_tokens')} must be < {name('sink_window')}"
+                f" (sinks < window); got {self.num_sink_tokens} >= "
+                f"{self.sink_window}"
+            )
+
+    def check_engine(self, *, block_size: int, max_model_len: int, name=_name) -> None:
         """Checks the policy against the engine's block size and length.
 
         The whole cache (sink blocks + window blocks), the token being
@@ -150,16 +178,17 @@ class StreamingSinkConfig:
             return
         if self.sink_window < block_size:
             raise StreamingSinkConfigError(
-                f"{_name('sink_window')} must be >= the KV block size "
+                f"{name('sink_window')} must be >= the KV block size "
                 f"({block_size}) so that at least one block rolls; got "
                 f"{self.sink_window}"
             )
-        # A full cache plus one decoded token and the token it samples.
-        most = max_model_len - 2 - self.num_sink_blocks(block_size) * block_size
+        # A full cache, one more token of a streamed prompt (or the decoded
+        # token) and the token it samples.
+        most = max_model_len - 3 - self.num_sink_blocks(block_size) * block_size
         most = most // block_size * block_size
         if self.num_window_blocks(block_size) * block_size > most:
             raise StreamingSinkConfigError(
-                f"{_name('sink_window')} must be <= {most} with "
+                f"{name('sink_window')} must be <= {most} with "
                 f"max_model_len={max_model_len}, block size {block_size} and "
                 f"{self.num_sink_tokens} sink tokens (the cache must fit in "
                 f"max_model_len positions); got {self.sink_window}. Lower "

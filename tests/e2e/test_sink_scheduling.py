@@ -134,3 +134,26 @@ def test_memory_pressure_preempts_and_resumes_exactly(tiny_llama):
         top = top_logprobs(got)
         diverged = near_tie_divergence(got.token_ids, ref.tokens, top, ref.top2)
         assert diverged is None or diverged > 0, (out.request_id, req_ids)
+
+
+def test_opt_in_engine_runs_requests_dense_unless_they_ask(tiny_llama):
+    """``--sink-request-default none``: the policy is opt-in per request."""
+    max_model_len = 256
+    with in_process_llm(
+        tiny_llama,
+        skip_tokenizer_init=True,
+        max_model_len=max_model_len,
+        additional_config={
+            **sink_config(SINKS, WINDOW),
+            "sink_request_default": "none",
+        },
+    ) as (llm, scheduler):
+        prompt = {"prompt_token_ids": _tokens(40, 5)}
+        dense, sink = llm.generate(
+            [prompt, prompt],
+            [_greedy(500), _greedy(500, extra_args={"kv_policy": "sink"})],
+        )
+        # Stock: the request stops when its cache is full at max_model_len.
+        assert len(dense.outputs[0].token_ids) == max_model_len - 40
+        assert len(sink.outputs[0].token_ids) == 500
+        assert scheduler.sink_stats.evicted_tokens > 0

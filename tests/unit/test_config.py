@@ -63,9 +63,9 @@ def test_cache_must_fit_max_model_len():
     config = StreamingSinkConfig.from_mapping(
         {"kv_policy": "sink", "num_sink_tokens": 4, "sink_window": 1020}
     )
-    config.check_engine(block_size=16, max_model_len=1042)
+    config.check_engine(block_size=16, max_model_len=1043)
     with pytest.raises(StreamingSinkConfigError, match=r"--sink-window.*<= 1008"):
-        config.check_engine(block_size=16, max_model_len=1041)
+        config.check_engine(block_size=16, max_model_len=1042)
 
 
 def test_block_rounding():

@@ -29,11 +29,12 @@ import dataclasses
 
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
-from vllm.v1.request import Request
+from vllm.v1.request import Request, RequestStatus
 
 from vllm_sink_plugin.config import StreamingSinkConfig
 from vllm_sink_plugin.core.window import SinkWindow, remove_range, split_removal
 from vllm_sink_plugin.log import init_logger
+from vllm_sink_plugin.request_policy import resolve, sink_fields
 
 logger = init_logger(__name__)
 
@@ -48,6 +49,7 @@ class StreamingSinkStats:
     evicted_blocks: int = 0
     evicted_tokens: int = 0
     max_blocks_held: int = 0
+    num_preemptions: int = 0
     # req_id -> outputs generated (all, evicted included) at each preemption
     preemptions: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
@@ -68,19 +70,23 @@ class StreamingSinkScheduler(Scheduler):
         self.sink_block_size = groups[0].kv_cache_spec.block_size
         self.sink_stats = StreamingSinkStats()
         self._sink_windows: dict[str, SinkWindow] = {}
-        self._sink_unsent: dict[str, tuple[int, int]] = {}
+        self._sink_chunks: dict[str, int] = {}
+        self._sink_fields: dict[str, dict] = {}
+        # req_id -> (start, count, revealed prompt tokens) not yet sent
+        self._sink_unsent: dict[str, tuple[int, int, list[int]]] = {}
+        # req_id -> prompt tokens beyond what the worker's row can hold
+        self._sink_pending: dict[str, list[int]] = {}
         self._sink_hidden: dict[str, list[int]] = {}
         self._sink_evicted_outputs: dict[str, int] = {}
-        self.sink_prefill_chunk = self.sink_config.prefill_chunk(self.sink_block_size)
         self._skip_prefix_caching_of_sink_requests()
         logger.info(
             "StreamingSinkScheduler: block size %d, %d sink tokens, window %d, "
-            "prefill chunks <= %d (default policy %s)",
+            "prefill chunks <= %d, requests default to policy %r",
             self.sink_block_size,
             self.sink_config.num_sink_tokens,
             self.sink_config.sink_window,
-            self.sink_prefill_chunk,
-            self.sink_config.kv_policy,
+            self.sink_config.prefill_chunk(self.sink_block_size),
+            self.sink_config.sink_request_default,
         )
 
     def _skip_prefix_caching_of_sink_requests(self) -> None:
@@ -101,26 +107,21 @@ class StreamingSinkScheduler(Scheduler):
 
     # -- which requests --------------------------------------------------
 
-    def _window_for(self, request: Request) -> SinkWindow | None:
-        """The request's window, or None when it runs as stock vLLM."""
-        extra = (request.sampling_params and request.sampling_params.extra_args) or {}
-        policy = extra.get("kv_policy", self.sink_config.kv_policy)
-        if policy not in ("sink", "none"):
-            raise ValueError(
-                f"extra_args['kv_policy'] must be 'sink' or 'none', got {policy!r}"
-            )
-        if policy != "sink" or request.pooling_params is not None:
+    def _policy_for(self, request: Request) -> StreamingSinkConfig | None:
+        """The request's effective policy, or None when it runs as stock."""
+        if request.pooling_params is not None:
             return None
-        return SinkWindow.from_tokens(
+        return resolve(
+            self.sink_config,
+            request.sampling_params and request.sampling_params.extra_args,
             block_size=self.sink_block_size,
-            num_sink_tokens=self.sink_config.num_sink_tokens,
-            sink_window=self.sink_config.sink_window,
+            max_model_len=self.max_model_len,
         )
 
     def add_request(self, request: Request) -> None:
         if request.request_id not in self.requests:
-            window = self._window_for(request)
-            if window is not None:
+            policy = self._policy_for(request)
+            if policy is not None:
                 if request.prompt_token_ids is None:
                     raise ValueError(
                         "--kv-policy sink needs token prompts, not prompt embeddings"
@@ -130,16 +131,95 @@ class StreamingSinkScheduler(Scheduler):
                 request.skip_reading_prefix_cache = True
                 request._block_hasher = None
                 request.block_hashes = []
-                self._sink_windows[request.request_id] = window
+                req_id = request.request_id
+                self._sink_windows[req_id] = SinkWindow.from_tokens(
+                    block_size=self.sink_block_size,
+                    num_sink_tokens=policy.num_sink_tokens,
+                    sink_window=policy.sink_window,
+                )
+                self._sink_chunks[req_id] = policy.prefill_chunk(self.sink_block_size)
+                self._sink_fields[req_id] = sink_fields(
+                    request.sampling_params.extra_args
+                )
+                self._defer_prompt_tail(request)
         super().add_request(request)
+
+    def _defer_prompt_tail(self, request: Request) -> None:
+        """Keeps the prompt beyond ``max_model_len - 1`` tokens in the scheduler.
+
+        The worker's token row has ``max_model_len`` slots; the rest of a
+        long prompt is revealed as the window rolls (``_reveal_prompt``)::
+
+            prompt:  [ visible: max_model_len - 1 ][ pending ... ]
+        """
+        limit = self.max_model_len - 1
+        if request.num_tokens <= limit or request.num_output_tokens:
+            return
+        tail = request._all_token_ids[limit:]
+        del request._all_token_ids[limit:]
+        cut = len(tail)
+        request.prompt_token_ids = request.prompt_token_ids[
+            : len(request.prompt_token_ids) - cut
+        ]
+        request.num_prompt_tokens -= cut
+        self._sink_pending[request.request_id] = tail + self._sink_pending.get(
+            request.request_id, []
+        )
+
+    def _reveal_prompt(self, request: Request) -> None:
+        """Moves pending prompt tokens into the request, up to its row."""
+        req_id = request.request_id
+        pending = self._sink_pending.get(req_id)
+        if not pending:
+            return
+        room = self.max_model_len - 1 - request.num_tokens
+        if room <= 0:
+            return
+        revealed = pending[:room]
+        del pending[:room]
+        if not pending:
+            del self._sink_pending[req_id]
+        request.prompt_token_ids = request.prompt_token_ids + revealed
+        request._all_token_ids.extend(revealed)
+        request.num_prompt_tokens += len(revealed)
+        start, count, before = self._sink_unsent.get(req_id, (0, 0, []))
+        self._sink_unsent[req_id] = (start, count, before + revealed)
+
+    def _update_request_as_session(self, session: Request, update) -> None:
+        # A streaming-input session keeps the cache shape of its first input.
+        req_id = session.request_id
+        if req_id in self._sink_windows and update.sampling_params is not None:
+            fields = sink_fields(update.sampling_params.extra_args)
+            if fields and fields != self._sink_fields[req_id]:
+                logger.warning(
+                    "Session %s: sink settings %s of a later input differ from "
+                    "its first input's %s; the session keeps the first ones",
+                    req_id,
+                    fields,
+                    self._sink_fields[req_id],
+                )
+        super()._update_request_as_session(session, update)
+        if req_id in self._sink_windows:
+            self._defer_prompt_tail(session)
 
     # -- scheduling --------------------------------------------------------
 
     def schedule(self, *args, **kwargs) -> SchedulerOutput:
-        for request in self.running:
-            window = self._sink_windows.get(request.request_id)
-            if window is not None:
+        for req_id, window in self._sink_windows.items():
+            request = self.requests[req_id]
+            # Running requests, and streaming sessions resuming with a new
+            # input (WAITING, blocks held) before they are scheduled again.
+            if request.status == RequestStatus.RUNNING or (
+                request.status == RequestStatus.WAITING
+                and request.num_computed_tokens > 0
+            ):
                 self._evict(request, window)
+            if req_id in self._sink_pending and request.status in (
+                RequestStatus.RUNNING,
+                RequestStatus.WAITING,
+                RequestStatus.PREEMPTED,
+            ):
+                self._reveal_prompt(request)
         self._hide_beyond_chunk()
         try:
             output = super().schedule(*args, **kwargs)
@@ -158,11 +238,16 @@ class StreamingSinkScheduler(Scheduler):
             all tokens:  [ computed | cap ][ hidden tail ]
                                     ^ what vLLM may schedule now
         """
-        for req_id in self._sink_windows:
+        for req_id, chunk in self._sink_chunks.items():
             request = self.requests.get(req_id)
             if request is None or request.is_finished():
                 continue
-            end = request.num_computed_tokens + self.sink_prefill_chunk
+            # Keeps the chunk's positions below max_model_len and, while a
+            # prompt tail is pending, the chunk short of the visible prompt's
+            # end (or the worker would sample a token there).
+            spare = 2 if req_id in self._sink_pending else 1
+            room = self.max_model_len - spare - request.num_computed_tokens
+            end = request.num_computed_tokens + max(min(chunk, room), 0)
             if request.num_tokens > end:
                 self._sink_hidden[req_id] = request._all_token_ids[end:]
                 del request._all_token_ids[end:]
@@ -206,8 +291,9 @@ class StreamingSinkScheduler(Scheduler):
         )
         request.num_computed_tokens -= count
 
-        _, unsent = self._sink_unsent.get(req_id, (start, 0))
-        self._sink_unsent[req_id] = (start, unsent + count)
+        _, unsent, revealed = self._sink_unsent.get(req_id, (start, 0, []))
+        assert not revealed, "evictions are applied before revealed tokens"
+        self._sink_unsent[req_id] = (start, unsent + count, revealed)
         self.sink_stats.evicted_blocks += num_blocks
         self.sink_stats.evicted_tokens += count
 
@@ -227,12 +313,33 @@ class StreamingSinkScheduler(Scheduler):
                 cached.resumed_req_ids.add(req_id)
                 cached.new_block_ids[i] = self.kv_cache_manager.get_block_ids(req_id)
         output.sink_evictions = evictions
+        for new in output.scheduled_new_reqs:
+            # Sent whole (a session's next input): nothing to trim.
+            self._sink_unsent.pop(new.req_id, None)
         for req_id in output.num_scheduled_tokens:
             if req_id in self._sink_windows:
                 held = len(self.kv_cache_manager.get_block_ids(req_id)[0])
                 self.sink_stats.max_blocks_held = max(
                     self.sink_stats.max_blocks_held, held
                 )
+
+    def make_stats(self, *args, **kwargs):
+        stats = super().make_stats(*args, **kwargs)
+        if stats is not None:
+            blocks = [
+                len(self.kv_cache_manager.get_block_ids(req_id)[0])
+                for req_id in self._sink_windows
+                if self.requests[req_id].status == RequestStatus.RUNNING
+            ]
+            # Read by vllm_sink_plugin.metrics in the frontend.
+            stats.sink_stats = dict(
+                running=len(blocks),
+                cache_blocks=blocks,
+                evicted_blocks=self.sink_stats.evicted_blocks,
+                evicted_tokens=self.sink_stats.evicted_tokens,
+                preemptions=self.sink_stats.num_preemptions,
+            )
+        return stats
 
     # -- stopping and cleanup ----------------------------------------------
 
@@ -260,10 +367,14 @@ class StreamingSinkScheduler(Scheduler):
                 req_id, 0
             )
             self.sink_stats.preemptions.setdefault(req_id, []).append(generated)
+            self.sink_stats.num_preemptions += 1
         return super()._preempt_request(request, *args, **kwargs)
 
     def _free_request(self, request: Request, *args, **kwargs):
         self._sink_windows.pop(request.request_id, None)
+        self._sink_chunks.pop(request.request_id, None)
+        self._sink_fields.pop(request.request_id, None)
         self._sink_unsent.pop(request.request_id, None)
+        self._sink_pending.pop(request.request_id, None)
         self._sink_evicted_outputs.pop(request.request_id, None)
         return super()._free_request(request, *args, **kwargs)

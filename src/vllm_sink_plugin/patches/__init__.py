@@ -11,13 +11,20 @@ from __future__ import annotations
 import importlib
 
 # Patches for the process that parses arguments and builds the VllmConfig.
-FRONTEND_PATCHES = ("frontend.patch_arg_utils", "frontend.patch_api_max_tokens")
+FRONTEND_PATCHES = (
+    "frontend.patch_arg_utils",
+    "frontend.patch_api_max_tokens",
+    "frontend.patch_request_policy",
+    "frontend.patch_input_processor",
+)
+# Patches for every process (data that crosses process boundaries).
+COMMON_PATCHES = ("common.patch_scheduler_stats",)
 # Patches for the worker processes (model runner, attention).
 WORKER_PATCHES = ("worker.patch_gpu_model_runner",)
 
 
 def all_patch_modules() -> tuple[str, ...]:
-    return FRONTEND_PATCHES + WORKER_PATCHES
+    return COMMON_PATCHES + FRONTEND_PATCHES + WORKER_PATCHES
 
 
 def apply_patches() -> None:

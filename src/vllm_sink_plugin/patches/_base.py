@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -22,14 +23,20 @@ def wrap_attribute(
         owner: the class or module holding the attribute.
         name: the attribute to wrap.
         make_wrapper: gets the original callable, returns its replacement.
-        kind: ``"function"``, ``"staticmethod"`` or ``"classmethod"``: how
-            the replacement is stored on ``owner``.
+        kind: ``"function"``, ``"staticmethod"``, ``"classmethod"`` or
+            ``"cached_property"``: how the replacement is stored on
+            ``owner`` (a cached_property's wrapper gets and returns its
+            underlying function).
 
     Returns:
         True if installed now, False if it already was.
     """
     current = owner.__dict__.get(name) if isinstance(owner, type) else None
-    raw = getattr(current, "__func__", None) or getattr(owner, name)
+    raw = (
+        getattr(current, "__func__", None)
+        or getattr(current, "func", None)
+        or getattr(owner, name)
+    )
     if getattr(raw, _ORIGINAL, None) is not None:
         return False
     original = getattr(owner, name).__func__ if kind == "classmethod" else raw
@@ -39,11 +46,14 @@ def wrap_attribute(
         wrapper = staticmethod(wrapper)
     elif kind == "classmethod":
         wrapper = classmethod(wrapper)
+    elif kind == "cached_property":
+        wrapper = functools.cached_property(wrapper)
+        wrapper.__set_name__(owner, name)
     setattr(owner, name, wrapper)
     return True
 
 
 def original_of(func: Any) -> Any:
     """The callable a patch replaced (for tests and for un-patching)."""
-    func = getattr(func, "__func__", func)
+    func = getattr(func, "__func__", None) or getattr(func, "func", None) or func
     return getattr(func, _ORIGINAL, None)

@@ -22,8 +22,8 @@ How:         ``BaseRenderer.__init__`` (every frontend builds one renderer
              ``DEFAULT_SINK_MAX_TOKENS`` or ``$VLLM_SINK_DEFAULT_MAX_TOKENS``;
              ``TokenizeParams`` clamps its (informational) output budget to
              ``max_total_tokens`` instead of raising. Otherwise the stock
-             functions run untouched. Prompts longer than max_model_len are
-             still refused.
+             functions run untouched. Prompt lengths are checked per request
+             when the prompt is rendered (patch_request_policy).
 Upstream:    none: the clamp is correct for every stock cache policy.
 Remove when: vLLM asks the KV cache policy for a request's output limit.
 Tests:       tests/unit/test_patch_api_max_tokens.py,
@@ -61,6 +61,8 @@ ALIAS_MODULES = (
 # applies only while all of them are sink (a process serves one engine).
 _policies: set[bool] = set()
 _default_cap = DEFAULT_SINK_MAX_TOKENS
+# (policy, block size, max_model_len) of the last engine recorded.
+_engine: tuple[StreamingSinkConfig, int, int] | None = None
 
 
 def default_max_tokens(environ: Mapping[str, str] = os.environ) -> int:
@@ -83,14 +85,31 @@ def default_max_tokens(environ: Mapping[str, str] = os.environ) -> int:
     return value
 
 
-def record_policy(additional_config: Mapping[str, Any] | None) -> bool:
+def record_policy(
+    additional_config: Mapping[str, Any] | None,
+    *,
+    block_size: int | None = None,
+    max_model_len: int | None = None,
+) -> bool:
     """Notes the policy of an engine this process serves; True if sink."""
-    global _default_cap
-    enabled = StreamingSinkConfig.from_mapping(additional_config).enabled
-    if enabled:
+    global _default_cap, _engine
+    config = StreamingSinkConfig.from_mapping(additional_config)
+    if config.enabled:
         _default_cap = default_max_tokens()
-    _policies.add(enabled)
-    return enabled
+    if block_size is not None and max_model_len is not None:
+        _engine = (config, block_size, max_model_len)
+    _policies.add(config.enabled)
+    return config.enabled
+
+
+def served_engine() -> tuple[StreamingSinkConfig, int, int] | None:
+    """(policy, block size, max_model_len) of the engine this process serves."""
+    return _engine
+
+
+def default_cap() -> int:
+    """The output cap applied to sink requests without ``max_tokens``."""
+    return _default_cap
 
 
 def sink_served() -> bool:
@@ -116,19 +135,15 @@ def sink_max_tokens(
         generation config's, else ``default_cap``), the server's override and
         the platform limit.
 
-    Raises:
-        ValueError: the prompt is longer than ``max_model_len`` (as stock).
+    A prompt longer than ``max_model_len`` is not refused here: sink
+    requests stream it through, and dense requests were refused when their
+    prompt was rendered (``patch_request_policy``).
     """
     if truncate_prompt_tokens is not None:
         limit = (
             max_model_len if truncate_prompt_tokens == -1 else truncate_prompt_tokens
         )
         input_length = min(input_length, limit)
-    if max_model_len < input_length:
-        raise ValueError(
-            f"Input length ({input_length}) exceeds model's maximum "
-            f"context length ({max_model_len})."
-        )
     requested = max_tokens
     if requested is None:
         requested = default_sampling_params.get("max_tokens")
@@ -189,7 +204,13 @@ def _post_init(original):
 def _renderer_init(original):
     def __init__(self, config, *args, **kwargs):
         original(self, config, *args, **kwargs)
-        record_policy(getattr(config, "additional_config", None))
+        cache_config = getattr(config, "cache_config", None)
+        model_config = getattr(config, "model_config", None)
+        record_policy(
+            getattr(config, "additional_config", None),
+            block_size=getattr(cache_config, "block_size", None),
+            max_model_len=getattr(model_config, "max_model_len", None),
+        )
 
     return __init__
 

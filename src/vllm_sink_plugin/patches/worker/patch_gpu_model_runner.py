@@ -12,10 +12,13 @@ Why:         A running request's token state only ever grows in V1; after the
              re-adds the request. Prompt logprobs are indexed by cache
              position, which no longer equals the absolute position. The
              model's rotary must stop rotating keys so the cache holds raw
-             keys (attention rotates them from in-cache positions).
+             keys (attention rotates them from in-cache positions). A prompt
+             longer than the worker's token row (max_model_len) reaches the
+             worker in parts, as the window rolls.
 How:         ``_update_states``: trim the states named in
-             ``scheduler_output.sink_evictions``, then call the original (which
-             replaces the block row of these "resumed" requests).
+             ``scheduler_output.sink_evictions`` and append the prompt tokens
+             revealed with them, then call the original (which replaces the
+             block row of these "resumed" requests).
              ``_get_prompt_logprobs_dict``: swap finished offset buffers for
              their full ones. ``load_model``: after the original, wrap each
              attention block's rotary with QueryOnlyRotary.
@@ -45,10 +48,15 @@ def _update_states(original):
     def _update_states(self, scheduler_output):
         evictions = getattr(scheduler_output, "sink_evictions", None)
         if evictions:
-            from vllm_sink_plugin.worker.evictions import apply_eviction
+            from vllm_sink_plugin.worker.evictions import (
+                apply_eviction,
+                reveal_prompt,
+            )
 
-            for req_id, (start, count) in evictions.items():
+            for req_id, (start, count, revealed) in evictions.items():
                 apply_eviction(self.requests[req_id], start, count)
+                if revealed:
+                    reveal_prompt(self.requests[req_id], revealed)
         return original(self, scheduler_output)
 
     return _update_states

@@ -1,0 +1,197 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The OpenAI server reads, checks and applies each request's sink fields.
+
+Target:      vllm.entrypoints.openai.chat_completion.protocol
+             .ChatCompletionRequest.{build_tok_params, to_sampling_params};
+             vllm.entrypoints.openai.completion.protocol
+             .CompletionRequest.{build_tok_params, to_sampling_params};
+             vllm.entrypoints.openai.chat_completion.serving
+             .OpenAIServingChat.render_chat_request
+Process:     frontend (the API server processes)
+vLLM:        ==0.32.0 (verified 0.32.0)
+Why:         Per-request settings travel in ``vllm_xargs`` (->
+             ``SamplingParams.extra_args``), which vLLM passes on unread; a
+             bad value found later, in the engine, would surface as an error
+             event inside an HTTP 200 stream. The prompt-length limit
+             (``max_model_len``) must hold for dense requests only, and the
+             pinned system prompt needs the chat messages, which only the
+             chat endpoint sees.
+How:         ``build_tok_params`` (the first step of rendering a request)
+             folds the plugin's keys given at the top level of
+             ``extra_body`` into ``vllm_xargs``, resolves the request's
+             policy (``request_policy.resolve``: bad fields raise
+             ``VLLMValidationError`` -> HTTP 400 naming the field) and, for a
+             sink request, drops the prompt-length limit from its
+             ``TokenizeParams``. ``render_chat_request`` then turns
+             ``pin_system_prompt`` into ``num_sink_tokens`` = the tokens of
+             the rendered system message (at least the configured sinks).
+             ``to_sampling_params`` checks the final fields once more (a
+             pinned prompt may not leave room for the window: HTTP 400).
+             Requests on engines without the policy are untouched, except
+             that sink fields sent to them are refused with HTTP 400.
+Upstream:    none: vLLM has no per-request plugin-parameter API.
+Remove when: vLLM validates ``vllm_xargs`` through a plugin hook.
+Tests:       tests/e2e/test_serve_sink.py, tests/unit/test_request_policy.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from vllm_sink_plugin.patches._base import wrap_attribute
+from vllm_sink_plugin.patches.frontend.patch_api_max_tokens import served_engine
+from vllm_sink_plugin.request_policy import (
+    REQUEST_KEYS,
+    SinkRequestError,
+    field_name,
+    resolve,
+)
+
+PIN = "pin_system_prompt"
+
+
+def fold_extra_body(request: Any) -> dict[str, Any]:
+    """Moves the plugin's top-level ``extra_body`` keys into ``vllm_xargs``.
+
+    Returns:
+        The request's ``vllm_xargs`` afterwards (also stored on it).
+
+    Raises:
+        SinkRequestError: a key is given both ways with different values.
+    """
+    xargs = dict(request.vllm_xargs or {})
+    extra = request.model_extra or {}
+    for key in REQUEST_KEYS:
+        if key not in extra:
+            continue
+        value = extra.pop(key)
+        if key in xargs and xargs[key] != value:
+            raise SinkRequestError(
+                f"{field_name(key)} given twice, as {value!r} and "
+                f"vllm_xargs {xargs[key]!r}",
+                parameter=key,
+                value=value,
+            )
+        xargs[key] = value
+    request.vllm_xargs = xargs or None
+    return xargs
+
+
+def request_policy(request: Any, *, chat: bool):
+    """The request's resolved policy (None: dense or no sink engine here)."""
+    engine = served_engine()
+    if engine is None:
+        return None
+    config, block_size, max_model_len = engine
+    xargs = fold_extra_body(request)
+    policy = resolve(config, xargs, block_size=block_size, max_model_len=max_model_len)
+    if not chat and PIN in xargs and policy is not None and policy.pin_system_prompt:
+        raise SinkRequestError(
+            f"{field_name(PIN)} applies to chat requests (their system "
+            "message); a completion pins its first N tokens with "
+            "num_sink_tokens=N",
+            parameter=PIN,
+            value=xargs[PIN],
+        )
+    return policy
+
+
+def _build_tok_params(chat: bool):
+    def make(original):
+        def build_tok_params(self, model_config):
+            params = original(self, model_config)
+            if request_policy(self, chat=chat) is None:
+                return params
+            # Sink requests stream prompts of any length through the cache.
+            return dataclasses.replace(params, max_total_tokens=None)
+
+        return build_tok_params
+
+    return make
+
+
+def _to_sampling_params(chat: bool):
+    def make(original):
+        def to_sampling_params(self, *args, **kwargs):
+            request_policy(self, chat=chat)
+            return original(self, *args, **kwargs)
+
+        return to_sampling_params
+
+    return make
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def system_prompt_length(tokenizer, messages, prompt_token_ids, chat_template=None):
+    """Tokens of ``prompt_token_ids`` that render the leading system message.
+
+    The system message is rendered alone with the same chat template; the
+    answer is its common prefix with the full prompt (0 without one).
+    """
+    if not messages:
+        return 0
+    first = messages[0]
+    first = first if isinstance(first, dict) else first.model_dump()
+    if first.get("role") not in ("system", "developer"):
+        return 0
+    text = tokenizer.apply_chat_template(
+        [first],
+        tokenize=False,
+        add_generation_prompt=False,
+        chat_template=chat_template,
+    )
+    alone = tokenizer.encode(text, add_special_tokens=False)
+    return common_prefix_length(alone, list(prompt_token_ids))
+
+
+def _render_chat_request(original):
+    async def render_chat_request(self, request, *args, **kwargs):
+        result = await original(self, request, *args, **kwargs)
+        if isinstance(result, tuple):
+            policy = request_policy(request, chat=True)
+            if policy is not None and policy.pin_system_prompt:
+                _, engine_inputs = result
+                pinned = system_prompt_length(
+                    self.renderer.tokenizer,
+                    request.messages,
+                    engine_inputs[0].get("prompt_token_ids") or [],
+                    request.chat_template,
+                )
+                xargs = dict(request.vllm_xargs or {})
+                xargs.pop(PIN, None)
+                xargs["num_sink_tokens"] = max(policy.num_sink_tokens, pinned)
+                request.vllm_xargs = xargs
+                try:
+                    request_policy(request, chat=True)
+                except SinkRequestError as error:
+                    raise SinkRequestError(
+                        f"{field_name(PIN)}: the system prompt is {pinned} "
+                        f"tokens, too many to pin: {error}",
+                        parameter=PIN,
+                        value=pinned,
+                    ) from None
+        return result
+
+    return render_chat_request
+
+
+def apply() -> None:
+    from vllm.entrypoints.openai.chat_completion.protocol import (
+        ChatCompletionRequest,
+    )
+    from vllm.entrypoints.openai.chat_completion.serving import OpenAIServingChat
+    from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+
+    for cls, chat in ((ChatCompletionRequest, True), (CompletionRequest, False)):
+        wrap_attribute(cls, "build_tok_params", _build_tok_params(chat))
+        wrap_attribute(cls, "to_sampling_params", _to_sampling_params(chat))
+    wrap_attribute(OpenAIServingChat, "render_chat_request", _render_chat_request)

@@ -1,0 +1,123 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The policy of one request: server flags overridden by request fields.
+
+A request names its policy in ``SamplingParams.extra_args`` (the OpenAI
+server fills it from ``vllm_xargs``, or from the same keys given at the top
+level of ``extra_body``)::
+
+    extra_body={"kv_policy": "sink", "num_sink_tokens": 8, "sink_window": 512}
+
+Precedence, per key: the request's value, else the server's flag, else the
+built-in default. ``kv_policy`` defaults to ``--sink-request-default`` (so a
+server started with ``--kv-policy sink --sink-request-default none`` runs
+requests dense unless they opt in). A server started with ``--kv-policy
+none`` is stock vLLM: its KV cache holds rotated keys, so a request asking
+for the sink policy there is refused, never silently run dense.
+
+The same function decides in the API server (HTTP 400 on a bad field), in
+``LLM``/``AsyncLLM`` (``InputProcessor``) and in the engine core (which
+window the scheduler rolls), so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from vllm.exceptions import VLLMValidationError
+
+from vllm_sink_plugin.config import (
+    StreamingSinkConfig,
+    StreamingSinkConfigError,
+    _check_bool,
+    _check_int,
+    _check_policy,
+)
+
+REQUEST_KEYS = ("kv_policy", "num_sink_tokens", "sink_window", "pin_system_prompt")
+
+
+class SinkRequestError(VLLMValidationError):
+    """A bad per-request sink field; the server answers HTTP 400."""
+
+
+def field_name(key: str) -> str:
+    return f"request field '{key}' (extra_body / vllm_xargs)"
+
+
+def sink_fields(extra_args: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The plugin's keys present in a request's ``extra_args``."""
+    return {k: v for k, v in (extra_args or {}).items() if k in REQUEST_KEYS}
+
+
+def resolve(
+    engine: StreamingSinkConfig,
+    extra_args: Mapping[str, Any] | None,
+    *,
+    block_size: int,
+    max_model_len: int,
+) -> StreamingSinkConfig | None:
+    """The effective policy of one request; None when it runs dense.
+
+    Args:
+        engine: the engine's policy (the server flags).
+        extra_args: the request's ``SamplingParams.extra_args``.
+        block_size: the engine's KV block size.
+        max_model_len: the engine's max_model_len.
+
+    Raises:
+        SinkRequestError: a field has a bad type or value, the request asks
+            for the policy on a server without it, or its cache does not fit.
+    """
+    fields = sink_fields(extra_args)
+    key = "kv_policy"
+    try:
+        default = engine.sink_request_default if engine.enabled else "none"
+        policy = _check_policy(key, fields.get(key, default), field_name)
+        if not engine.enabled:
+            if policy == "sink" or set(fields) - {key}:
+                key = next(iter(set(fields) - {"kv_policy"}), "kv_policy")
+                raise StreamingSinkConfigError(
+                    f"{field_name(key)}: this server runs --kv-policy none (stock "
+                    "vLLM, rotated keys in its KV cache), so per-request sink "
+                    "settings cannot apply; start it with --kv-policy sink "
+                    "(add --sink-request-default none to make the policy opt-in)"
+                )
+            return None
+        if policy == "none":
+            extra = sorted(set(fields) - {"kv_policy"})
+            if extra:
+                key = extra[0]
+                raise StreamingSinkConfigError(
+                    f"{', '.join(map(field_name, extra))} given with "
+                    "kv_policy 'none'; drop them or use kv_policy 'sink'"
+                )
+            return None
+        key = "num_sink_tokens"
+        num_sink_tokens = _check_int(
+            key, fields.get(key, engine.num_sink_tokens), 0, field_name
+        )
+        key = "sink_window"
+        sink_window = _check_int(
+            key, fields.get(key, engine.sink_window), 1, field_name
+        )
+        key = "pin_system_prompt"
+        pin = _check_bool(key, fields.get(key, engine.pin_system_prompt), field_name)
+        config = StreamingSinkConfig(
+            kv_policy="sink",
+            num_sink_tokens=num_sink_tokens,
+            sink_window=sink_window,
+            sink_prefill_chunk=engine.sink_prefill_chunk,
+            pin_system_prompt=pin,
+        )
+        key = "num_sink_tokens" if "num_sink_tokens" in fields else "sink_window"
+        config.check_sinks_below_window(field_name)
+        key = "sink_window"
+        config.check_engine(
+            block_size=block_size, max_model_len=max_model_len, name=field_name
+        )
+    except StreamingSinkConfigError as error:
+        raise SinkRequestError(
+            str(error), parameter=key, value=fields.get(key)
+        ) from None
+    return config
