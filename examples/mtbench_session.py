@@ -6,7 +6,7 @@ One streaming-input request (``vllm_sink_plugin.sessions.ChatSession``) on an
 turns never again, and the window rolls so the cache stays bounded. Per turn
 it records the input/answer tokens, time to first token, and the KV blocks the
 session holds (``SchedulerStats.sink_stats``, the data behind
-``vllm:sink_request_cache_blocks``).
+``vllm:sink_request_cache_blocks``, via ``SinkStatsRecorder``).
 
     python examples/mtbench_session.py                 # 160 turns, SmolLM2
     python examples/mtbench_session.py --turns 20 --max-tokens 32 --out r.json
@@ -35,37 +35,13 @@ def mtbench_turns(limit: int | None) -> list[str]:
     return turns[:limit] if limit else turns
 
 
-class BlockRecorder:
-    """A stat logger keeping the latest sink statistics of the engine."""
-
-    latest: dict = {}
-
-    def __init__(self, vllm_config, engine_index=0):
-        pass
-
-    def record(self, scheduler_stats, iteration_stats, *args, **kwargs):
-        sink = getattr(scheduler_stats, "sink_stats", None)
-        if sink and sink.get("cache_blocks"):
-            BlockRecorder.latest = dict(sink)
-
-    def log_engine_initialized(self):
-        pass
-
-    def log(self):
-        pass
-
-    def record_sleep_state(self, *args):
-        pass
-
-
 def build_engine(args):
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
-    from vllm.v1.metrics.loggers import StatLoggerBase
 
     from vllm_sink_plugin.assets import smollm2_path
+    from vllm_sink_plugin.metrics import SinkStatsRecorder
 
-    StatLoggerBase.register(BlockRecorder)
     engine_args = AsyncEngineArgs(
         model=str(args.model or smollm2_path()),
         max_model_len=args.max_model_len,
@@ -78,12 +54,13 @@ def build_engine(args):
             "sink_window": args.sink_window,
         },
     )
-    return AsyncLLM.from_engine_args(engine_args, stat_loggers=[BlockRecorder])
+    return AsyncLLM.from_engine_args(engine_args, stat_loggers=[SinkStatsRecorder])
 
 
 async def run(args) -> dict:
     from vllm import SamplingParams
 
+    from vllm_sink_plugin.metrics import SinkStatsRecorder
     from vllm_sink_plugin.sessions import ChatSession
 
     questions = mtbench_turns(args.turns)
@@ -96,7 +73,9 @@ async def run(args) -> dict:
             engine, params, system="You are a helpful assistant."
         ) as chat:
             for i, question in enumerate(questions):
+                mark = len(SinkStatsRecorder.seen)
                 turn = await chat.send(question)
+                latest = SinkStatsRecorder.seen[-1] if SinkStatsRecorder.seen else {}
                 rows.append(
                     {
                         "turn": i + 1,
@@ -105,10 +84,8 @@ async def run(args) -> dict:
                         "finish_reason": turn.finish_reason,
                         "ttft_s": round(turn.ttft_s, 4),
                         "total_s": round(turn.total_s, 3),
-                        "session_blocks": max(
-                            BlockRecorder.latest.get("cache_blocks") or [0]
-                        ),
-                        "evicted_tokens": BlockRecorder.latest.get("evicted_tokens"),
+                        "session_blocks": SinkStatsRecorder.max_blocks_since(mark),
+                        "evicted_tokens": latest.get("evicted_tokens"),
                     }
                 )
                 print(

@@ -30,7 +30,11 @@ vllm:sink_request_cache_blocks         hist.   blocks held per running sink
 
 from __future__ import annotations
 
-from vllm.v1.metrics.loggers import PrometheusStatLogger, create_metric_per_engine
+from vllm.v1.metrics.loggers import (
+    PrometheusStatLogger,
+    StatLoggerBase,
+    create_metric_per_engine,
+)
 
 from vllm_sink_plugin.config import StreamingSinkConfig
 
@@ -51,45 +55,38 @@ class SinkPrometheusStatLogger(PrometheusStatLogger):
         self.sink_enabled = config.enabled
         if not self.sink_enabled:
             return
-        labelnames = ["model_name", "engine"]
-        per_engine = self.per_engine_labelvalues
-        self.gauge_sink_running = create_metric_per_engine(
-            self._gauge_cls(
-                name="vllm:sink_requests_running",
-                documentation="Sink-policy requests running now.",
-                multiprocess_mode="mostrecent",
-                labelnames=labelnames,
-            ),
-            per_engine,
+        self.gauge_sink_running = self._per_engine(
+            self._gauge_cls,
+            "vllm:sink_requests_running",
+            "Sink-policy requests running now.",
+            multiprocess_mode="mostrecent",
         )
-        self.gauge_sink_blocks_max = create_metric_per_engine(
-            self._gauge_cls(
-                name="vllm:sink_request_cache_blocks_max",
-                documentation="Most KV blocks held by one running sink request.",
-                multiprocess_mode="mostrecent",
-                labelnames=labelnames,
-            ),
-            per_engine,
+        self.gauge_sink_blocks_max = self._per_engine(
+            self._gauge_cls,
+            "vllm:sink_request_cache_blocks_max",
+            "Most KV blocks held by one running sink request.",
+            multiprocess_mode="mostrecent",
         )
-        self.histogram_sink_blocks = create_metric_per_engine(
-            self._histogram_cls(
-                name="vllm:sink_request_cache_blocks",
-                documentation="KV blocks held per running sink request, per step.",
-                buckets=_BLOCK_BUCKETS,
-                labelnames=labelnames,
-            ),
-            per_engine,
+        self.histogram_sink_blocks = self._per_engine(
+            self._histogram_cls,
+            "vllm:sink_request_cache_blocks",
+            "KV blocks held per running sink request, per step.",
+            buckets=_BLOCK_BUCKETS,
         )
         self.counters_sink = {
-            key: create_metric_per_engine(
-                self._counter_cls(
-                    name=f"vllm:sink_{key}", documentation=doc, labelnames=labelnames
-                ),
-                per_engine,
-            )
+            key: self._per_engine(self._counter_cls, f"vllm:sink_{key}", doc)
             for key, doc in _COUNTERS.items()
         }
         self._sink_totals: dict[tuple[int, str], int] = {}
+
+    def _per_engine(self, cls, name: str, documentation: str, **kwargs):
+        metric = cls(
+            name=name,
+            documentation=documentation,
+            labelnames=["model_name", "engine"],
+            **kwargs,
+        )
+        return create_metric_per_engine(metric, self.per_engine_labelvalues)
 
     def record(self, scheduler_stats, iteration_stats, *args, **kwargs):
         super().record(scheduler_stats, iteration_stats, *args, **kwargs)
@@ -108,3 +105,30 @@ class SinkPrometheusStatLogger(PrometheusStatLogger):
             # Totals since engine start; a restarted engine starts over.
             counters[engine].inc(total - last if total >= last else total)
             self._sink_totals[(engine, key)] = total
+
+
+class SinkStatsRecorder(StatLoggerBase):
+    """Keeps every ``sink_stats`` the frontend receives, for Python callers.
+
+    ``AsyncLLM.from_engine_args(args, stat_loggers=[SinkStatsRecorder])``;
+    then ``SinkStatsRecorder.seen`` lists the scheduler's statistics of each
+    step (the same numbers ``/metrics`` exports).
+    """
+
+    seen: list[dict] = []
+
+    def __init__(self, vllm_config, engine_index: int = 0):
+        pass
+
+    def record(self, scheduler_stats, iteration_stats, *args, **kwargs):
+        sink = getattr(scheduler_stats, "sink_stats", None)
+        if sink is not None:
+            SinkStatsRecorder.seen.append(dict(sink))
+
+    def log_engine_initialized(self):
+        pass
+
+    @classmethod
+    def max_blocks_since(cls, index: int = 0) -> int:
+        """Most blocks one sink request held in the steps from ``index`` on."""
+        return max((max(s["cache_blocks"] or [0]) for s in cls.seen[index:]), default=0)

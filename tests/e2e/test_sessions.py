@@ -2,7 +2,7 @@
 """Multi-turn streaming-input sessions (``ChatSession``) on a sink AsyncLLM.
 
 One ``AsyncLLM`` (SmolLM2, engine core in its own process, max_model_len 256,
-window 96) for the module, with a stat logger that keeps every
+window 96) for the module, with ``SinkStatsRecorder`` keeping every
 ``SchedulerStats.sink_stats`` the frontend receives.
 """
 
@@ -15,39 +15,13 @@ import json
 import pytest
 
 from tests.helpers import CPU_ENGINE_KWARGS
+from vllm_sink_plugin.metrics import SinkStatsRecorder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 MAX_MODEL_LEN = 256
 WINDOW = 96
 BLOCK = CPU_ENGINE_KWARGS["block_size"]
-
-
-class SinkStatsRecorder:
-    """Stat logger keeping the sink statistics the frontend receives."""
-
-    seen: list[dict] = []
-
-    def __init__(self, vllm_config, engine_index=0):
-        pass
-
-    def record(self, scheduler_stats, iteration_stats, *args, **kwargs):
-        sink = getattr(scheduler_stats, "sink_stats", None)
-        if sink is not None:
-            SinkStatsRecorder.seen.append(dict(sink))
-
-    def log_engine_initialized(self):
-        pass
-
-    def log(self):
-        pass
-
-    def record_sleep_state(self, *args):
-        pass
-
-    @classmethod
-    def max_blocks_since(cls, index: int) -> int:
-        return max((max(s["cache_blocks"] or [0]) for s in cls.seen[index:]), default=0)
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +42,7 @@ def loop():
 def engine(smollm2, loop):
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
-    from vllm.v1.metrics.loggers import StatLoggerBase
 
-    StatLoggerBase.register(SinkStatsRecorder)
     args = AsyncEngineArgs(
         model=str(smollm2),
         max_model_len=MAX_MODEL_LEN,

@@ -140,9 +140,14 @@ def system_prompt_length(tokenizer, messages, prompt_token_ids, chat_template=No
     if not messages:
         return 0
     first = messages[0]
-    first = first if isinstance(first, dict) else first.model_dump()
+    first = dict(first if isinstance(first, dict) else first.model_dump())
     if first.get("role") not in ("system", "developer"):
         return 0
+    content = first.get("content")
+    if isinstance(content, list):  # OpenAI content parts: keep the text ones
+        first["content"] = "".join(
+            part.get("text", "") for part in content if isinstance(part, dict)
+        )
     text = tokenizer.apply_chat_template(
         [first],
         tokenize=False,
