@@ -159,6 +159,9 @@ def build_llm(args):
 def write_results(out: Path, rows: list[dict], curves: dict, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
+    # Per-token NLL of every method, for re-plotting without re-running.
+    rounded = {k: [round(x, 4) for x in v] for k, v in curves.items()}
+    (out / "nll.json").write_text(json.dumps(rounded))
     lines = [
         f"# Perplexity: {meta['model']} on {meta['text']} ({meta['tokens']} tokens)",
         "",
@@ -173,13 +176,11 @@ def write_results(out: Path, rows: list[dict], curves: dict, meta: dict) -> None
         for r in rows
     ]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for label, nll in curves.items():
         running, total = [], 0.0
@@ -213,7 +214,14 @@ def main(argv: list[str] | None = None) -> None:
     caches = args.cache or [256]
     methods = parse_methods(args.methods, caches, args.max_model_len)
 
-    from tqdm import tqdm
+    try:
+        import matplotlib  # noqa: F401
+        from tqdm import tqdm
+    except ImportError as error:
+        raise SystemExit(
+            f"{error.name} is missing: install the bench extra "
+            "(pip install -e '.[bench]'; scripts/setup.sh does)"
+        ) from None
 
     llm = build_llm(args)
     tokens = text_tokens(llm.get_tokenizer(), args.text, args.tokens)
