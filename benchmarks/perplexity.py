@@ -49,7 +49,13 @@ class Method:
         """Per-request fields: the cache is split into sinks + window."""
         if self.name in ("dense", "recompute"):
             return {"kv_policy": "none"}
-        sinks = -(-self.num_sink_tokens // block_size) * block_size
+        from vllm_sink_plugin.core.window import SinkWindow
+
+        sinks = SinkWindow.from_tokens(
+            block_size=block_size,
+            num_sink_tokens=self.num_sink_tokens,
+            sink_window=self.cache,
+        ).num_sink_slots
         return {
             "kv_policy": "sink",
             "num_sink_tokens": self.num_sink_tokens,

@@ -51,18 +51,17 @@ class StreamingSinkConfigError(ValueError):
     """A bad sink setting; the message names the flag and the accepted range."""
 
 
-def _check_policy(key: str, value: Any, name=None) -> str:
-    name = name or _name
+def _name(key: str) -> str:
+    return f"{FLAGS[key]} (additional_config['{key}'])"
+
+
+def _check_policy(key: str, value: Any, name=_name) -> str:
     if value not in KV_POLICIES:
         raise StreamingSinkConfigError(
             f"{name(key)} must be one of {', '.join(map(repr, KV_POLICIES))}; "
             f"got {value!r}"
         )
     return value
-
-
-def _name(key: str) -> str:
-    return f"{FLAGS[key]} (additional_config['{key}'])"
 
 
 def _check_int(key: str, value: Any, minimum: int, name=_name) -> int:

@@ -15,6 +15,7 @@ import json
 import pytest
 
 from tests.helpers import CPU_ENGINE_KWARGS
+from vllm_sink_plugin.core.window import SinkWindow
 from vllm_sink_plugin.metrics import SinkStatsRecorder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -22,6 +23,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 MAX_MODEL_LEN = 256
 WINDOW = 96
 BLOCK = CPU_ENGINE_KWARGS["block_size"]
+# The engine's default 4 sinks (1 block) + the window (3 blocks); a chunk is at
+# most one window, so a session never holds more than 1 + 3 + 3 = 7 blocks.
+CACHE = SinkWindow.from_tokens(block_size=BLOCK, num_sink_tokens=4, sink_window=WINDOW)
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +98,7 @@ def test_twenty_turns_in_flat_kv_memory(engine, loop):
     assert streamed > 4 * MAX_MODEL_LEN
     # Sink block + window blocks + one chunk's blocks (a chunk <= one window):
     # the same bound at turn 2 and turn 20, whatever came before.
-    bound = 1 + -(-WINDOW // BLOCK) + -(-WINDOW // BLOCK)
-    assert max(blocks) <= bound
+    assert max(blocks) <= CACHE.max_blocks(WINDOW)
     assert SinkStatsRecorder.seen[-1]["evicted_tokens"] > streamed - 2 * MAX_MODEL_LEN
 
 
@@ -175,4 +178,4 @@ def test_a_turn_longer_than_max_model_len(engine, loop):
     long_turn, after, blocks = loop.run_until_complete(run())
     assert long_turn.input_tokens > 4 * MAX_MODEL_LEN
     assert long_turn.token_ids and after.token_ids
-    assert blocks <= 1 + 2 * -(-WINDOW // BLOCK)
+    assert blocks <= CACHE.max_blocks(WINDOW)

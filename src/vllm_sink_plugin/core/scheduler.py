@@ -54,6 +54,22 @@ class StreamingSinkStats:
     preemptions: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _SinkRequest:
+    """What the scheduler fixes for a sink request when it arrives.
+
+    Attributes:
+        window: the block shape of its cache.
+        max_chunk: most prompt tokens it runs in one step.
+        fields: its per-request sink fields (a streaming-input session keeps
+            those of its first input).
+    """
+
+    window: SinkWindow
+    max_chunk: int
+    fields: dict
+
+
 class StreamingSinkScheduler(Scheduler):
     """vLLM's ``Scheduler`` keeping sink requests in cache coordinates."""
 
@@ -69,9 +85,7 @@ class StreamingSinkScheduler(Scheduler):
         )
         self.sink_block_size = groups[0].kv_cache_spec.block_size
         self.sink_stats = StreamingSinkStats()
-        self._sink_windows: dict[str, SinkWindow] = {}
-        self._sink_chunks: dict[str, int] = {}
-        self._sink_fields: dict[str, dict] = {}
+        self._sink_requests: dict[str, _SinkRequest] = {}
         # req_id -> (start, count, revealed prompt tokens) not yet sent
         self._sink_unsent: dict[str, tuple[int, int, list[int]]] = {}
         # req_id -> prompt tokens beyond what the worker's row can hold
@@ -99,7 +113,7 @@ class StreamingSinkScheduler(Scheduler):
         cache_blocks = coordinator.cache_blocks
 
         def cache_blocks_unless_sink(request, *args, **kwargs):
-            if request.request_id in self._sink_windows:
+            if request.request_id in self._sink_requests:
                 return None
             return cache_blocks(request, *args, **kwargs)
 
@@ -132,14 +146,14 @@ class StreamingSinkScheduler(Scheduler):
                 request._block_hasher = None
                 request.block_hashes = []
                 req_id = request.request_id
-                self._sink_windows[req_id] = SinkWindow.from_tokens(
-                    block_size=self.sink_block_size,
-                    num_sink_tokens=policy.num_sink_tokens,
-                    sink_window=policy.sink_window,
-                )
-                self._sink_chunks[req_id] = policy.prefill_chunk(self.sink_block_size)
-                self._sink_fields[req_id] = sink_fields(
-                    request.sampling_params.extra_args
+                self._sink_requests[req_id] = _SinkRequest(
+                    window=SinkWindow.from_tokens(
+                        block_size=self.sink_block_size,
+                        num_sink_tokens=policy.num_sink_tokens,
+                        sink_window=policy.sink_window,
+                    ),
+                    max_chunk=policy.prefill_chunk(self.sink_block_size),
+                    fields=sink_fields(request.sampling_params.extra_args),
                 )
                 self._defer_prompt_tail(request)
         super().add_request(request)
@@ -188,24 +202,25 @@ class StreamingSinkScheduler(Scheduler):
     def _update_request_as_session(self, session: Request, update) -> None:
         # A streaming-input session keeps the cache shape of its first input.
         req_id = session.request_id
-        if req_id in self._sink_windows and update.sampling_params is not None:
+        if req_id in self._sink_requests and update.sampling_params is not None:
             fields = sink_fields(update.sampling_params.extra_args)
-            if fields and fields != self._sink_fields[req_id]:
+            first = self._sink_requests[req_id].fields
+            if fields and fields != first:
                 logger.warning(
                     "Session %s: sink settings %s of a later input differ from "
                     "its first input's %s; the session keeps the first ones",
                     req_id,
                     fields,
-                    self._sink_fields[req_id],
+                    first,
                 )
         super()._update_request_as_session(session, update)
-        if req_id in self._sink_windows:
+        if req_id in self._sink_requests:
             self._defer_prompt_tail(session)
 
     # -- scheduling --------------------------------------------------------
 
     def schedule(self, *args, **kwargs) -> SchedulerOutput:
-        for req_id, window in self._sink_windows.items():
+        for req_id, sink in self._sink_requests.items():
             request = self.requests[req_id]
             # Running requests, and streaming sessions resuming with a new
             # input (WAITING, blocks held) before they are scheduled again.
@@ -213,7 +228,7 @@ class StreamingSinkScheduler(Scheduler):
                 request.status == RequestStatus.WAITING
                 and request.num_computed_tokens > 0
             ):
-                self._evict(request, window)
+                self._evict(request, sink.window)
             if req_id in self._sink_pending and request.status in (
                 RequestStatus.RUNNING,
                 RequestStatus.WAITING,
@@ -238,7 +253,7 @@ class StreamingSinkScheduler(Scheduler):
             all tokens:  [ computed | cap ][ hidden tail ]
                                     ^ what vLLM may schedule now
         """
-        for req_id, chunk in self._sink_chunks.items():
+        for req_id, sink in self._sink_requests.items():
             request = self.requests.get(req_id)
             if request is None or request.is_finished():
                 continue
@@ -247,7 +262,7 @@ class StreamingSinkScheduler(Scheduler):
             # end (or the worker would sample a token there).
             spare = 2 if req_id in self._sink_pending else 1
             room = self.max_model_len - spare - request.num_computed_tokens
-            end = request.num_computed_tokens + max(min(chunk, room), 0)
+            end = request.num_computed_tokens + max(min(sink.max_chunk, room), 0)
             if request.num_tokens > end:
                 self._sink_hidden[req_id] = request._all_token_ids[end:]
                 del request._all_token_ids[end:]
@@ -302,7 +317,7 @@ class StreamingSinkScheduler(Scheduler):
         evictions = {}
         cached = output.scheduled_cached_reqs
         for i, req_id in enumerate(cached.req_ids):
-            if req_id in cached.all_token_ids and req_id in self._sink_windows:
+            if req_id in cached.all_token_ids and req_id in self._sink_requests:
                 # Copied while the tail was hidden.
                 cached.all_token_ids[req_id] = self.requests[
                     req_id
@@ -317,7 +332,7 @@ class StreamingSinkScheduler(Scheduler):
             # Sent whole (a session's next input): nothing to trim.
             self._sink_unsent.pop(new.req_id, None)
         for req_id in output.num_scheduled_tokens:
-            if req_id in self._sink_windows:
+            if req_id in self._sink_requests:
                 held = len(self.kv_cache_manager.get_block_ids(req_id)[0])
                 self.sink_stats.max_blocks_held = max(
                     self.sink_stats.max_blocks_held, held
@@ -328,7 +343,7 @@ class StreamingSinkScheduler(Scheduler):
         if stats is not None:
             blocks = [
                 len(self.kv_cache_manager.get_block_ids(req_id)[0])
-                for req_id in self._sink_windows
+                for req_id in self._sink_requests
                 if self.requests[req_id].status == RequestStatus.RUNNING
             ]
             # Read by vllm_sink_plugin.metrics in the frontend.
@@ -344,7 +359,7 @@ class StreamingSinkScheduler(Scheduler):
     # -- stopping and cleanup ----------------------------------------------
 
     def _update_request_with_output(self, request, new_token_ids, *args, **kwargs):
-        if request.request_id not in self._sink_windows:
+        if request.request_id not in self._sink_requests:
             return super()._update_request_with_output(
                 request, new_token_ids, *args, **kwargs
             )
@@ -362,7 +377,7 @@ class StreamingSinkScheduler(Scheduler):
         # Resuming re-prefills what the request holds: its cache tokens
         # (sinks + window) and the pending token, not its whole history.
         req_id = request.request_id
-        if req_id in self._sink_windows:
+        if req_id in self._sink_requests:
             generated = request.num_output_tokens + self._sink_evicted_outputs.get(
                 req_id, 0
             )
@@ -371,9 +386,7 @@ class StreamingSinkScheduler(Scheduler):
         return super()._preempt_request(request, *args, **kwargs)
 
     def _free_request(self, request: Request, *args, **kwargs):
-        self._sink_windows.pop(request.request_id, None)
-        self._sink_chunks.pop(request.request_id, None)
-        self._sink_fields.pop(request.request_id, None)
+        self._sink_requests.pop(request.request_id, None)
         self._sink_unsent.pop(request.request_id, None)
         self._sink_pending.pop(request.request_id, None)
         self._sink_evicted_outputs.pop(request.request_id, None)

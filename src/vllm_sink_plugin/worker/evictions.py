@@ -24,6 +24,14 @@ _OFFSET = "sink_prompt_offset"  # evicted prompt tokens so far
 _ROWS = "sink_prompt_rows"  # rows in use: absolute prompt length - 1
 
 
+_FIELDS = ("logprob_token_ids", "logprobs", "selected_token_ranks")
+
+
+def _rows(tensors: LogprobsTensors, rows: slice) -> LogprobsTensors:
+    """A view of ``rows`` of a prompt-logprob buffer's three tensors."""
+    return LogprobsTensors(*(getattr(tensors, field)[rows] for field in _FIELDS))
+
+
 def _take_buffer(req_state) -> bool:
     """Adopts the stock prompt-logprob buffer as the full one; False if none."""
     if getattr(req_state, _FULL, None) is not None:
@@ -43,13 +51,8 @@ def _set_view(req_state) -> None:
     full:  [ evicted prompt rows | rows in cache ... ][ spare capacity ]
            ^0                    ^offset             ^rows
     """
-    full = getattr(req_state, _FULL)
     window = slice(getattr(req_state, _OFFSET), getattr(req_state, _ROWS))
-    req_state.in_progress_prompt_logprobs_cpu = LogprobsTensors(
-        full.logprob_token_ids[window],
-        full.logprobs[window],
-        full.selected_token_ranks[window],
-    )
+    req_state.in_progress_prompt_logprobs_cpu = _rows(getattr(req_state, _FULL), window)
 
 
 def apply_eviction(req_state, start: int, count: int) -> None:
@@ -85,7 +88,7 @@ def reveal_prompt(req_state, revealed: list[int]) -> None:
         grown = LogprobsTensors.empty_cpu(
             max(rows, 2 * capacity), full.logprobs.shape[1]
         )
-        for field in ("logprob_token_ids", "logprobs", "selected_token_ranks"):
+        for field in _FIELDS:
             getattr(grown, field)[:capacity].copy_(getattr(full, field))
         setattr(req_state, _FULL, grown)
     setattr(req_state, _ROWS, rows)
@@ -97,9 +100,4 @@ def full_prompt_logprobs(req_state, tensors):
     full = getattr(req_state, _FULL, None)
     if full is None:
         return tensors
-    rows = slice(0, getattr(req_state, _ROWS))
-    return LogprobsTensors(
-        full.logprob_token_ids[rows],
-        full.logprobs[rows],
-        full.selected_token_ranks[rows],
-    )
+    return _rows(full, slice(0, getattr(req_state, _ROWS)))
