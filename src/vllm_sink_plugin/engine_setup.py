@@ -60,30 +60,30 @@ def apply_policy(vllm_config: VllmConfig) -> StreamingSinkConfig:
     from vllm_sink_plugin.log import init_logger
 
     logger = init_logger(__name__)
-    from vllm.platforms import current_platform
+    from vllm_sink_plugin.key_mode import rotated_keys
 
-    if not current_platform.is_cpu():
-        # The GPU runners cache post-RoPE keys in FlashAttention's layout;
-        # running the policy there would be wrong, so it is refused.
-        raise StreamingSinkConfigError(
-            "--kv-policy sink runs on the CPU platform only so far (this is "
-            f"{current_platform.device_name}); the GPU path is not built yet"
-        )
     scheduler_config = vllm_config.scheduler_config
     if scheduler_config.async_scheduling:
         raise StreamingSinkConfigError(
             "--kv-policy sink does not support async scheduling yet; pass "
-            "--no-async-scheduling"
+            "--no-async-scheduling (the default with --kv-policy sink)"
         )
-    if vllm_config.use_v2_model_runner:
+    cache_dtype = vllm_config.cache_config.cache_dtype
+    if rotated_keys() and cache_dtype not in ("auto", None):
         raise StreamingSinkConfigError(
-            "--kv-policy sink supports Model Runner V1 only so far; unset "
+            f"--kv-policy sink turns cached sink keys and needs an unquantized "
+            f"KV cache; got --kv-cache-dtype {cache_dtype}"
+        )
+    if vllm_config.use_v2_model_runner and not rotated_keys():
+        raise StreamingSinkConfigError(
+            "--kv-policy sink with raw keys (CPU) needs Model Runner V1; unset "
             "VLLM_USE_V2_MODEL_RUNNER or set it to 0"
         )
     scheduler_config.scheduler_cls = SCHEDULER_CLS
     logger.info(
         "StreamingLLM policy: %d sink tokens (%d blocks) + window of %d tokens "
-        "(%d blocks), block size %d, max_model_len %d, sink prefill chunks <= %d",
+        "(%d blocks), block size %d, max_model_len %d, sink prefill chunks <= %d, "
+        "%s keys, model runner %s",
         sink.num_sink_tokens,
         sink.num_sink_blocks(block_size),
         sink.sink_window,
@@ -91,5 +91,7 @@ def apply_policy(vllm_config: VllmConfig) -> StreamingSinkConfig:
         block_size,
         max_model_len,
         sink.prefill_chunk(block_size),
+        "rotated" if rotated_keys() else "raw",
+        "V2" if vllm_config.use_v2_model_runner else "V1",
     )
     return sink

@@ -5,7 +5,9 @@ Registered in place of ``CPU_ATTN`` (the CPU platform always picks that
 member). With ``--kv-policy none`` every call goes to vLLM's own kernels
 unchanged; with ``--kv-policy sink`` this implementation
 
-* writes raw K and V into the layer's cache tensor, laid out per slot as
+* writes raw K and V (or, with ``VLLM_SINK_ROTATED_KEYS=1``, the keys the
+  model rotated: the GPU design, testable on CPU) into the layer's cache
+  tensor, laid out per slot as
   ``kv_cache[block, head, offset, :D] = K`` and ``[..., D:] = V``;
 * for each request gathers its ``seq_len`` cached tokens through the block
   table, rotates the keys to positions ``0 .. seq_len - 1`` and attends
@@ -42,8 +44,13 @@ class StreamingSinkCpuImpl(CPUAttentionBackendImpl):
     """``CPUAttentionBackendImpl`` that caches raw keys under the sink policy."""
 
     def __init__(self, *args, **kwargs):
+        from vllm_sink_plugin.key_mode import rotated_keys
+
         super().__init__(*args, **kwargs)
         self.sink_enabled = _policy_enabled()
+        # Rotated keys (VLLM_SINK_ROTATED_KEYS=1, the GPU design run on CPU):
+        # keys arrive rotated and are read as they are, in the same layout.
+        self.sink_keys_rotated = rotated_keys()
         self.sink_rotary = None  # set by install_query_only_rope
 
     def do_kv_cache_update(self, layer, key, value, kv_cache, slot_mapping):
@@ -73,7 +80,7 @@ class StreamingSinkCpuImpl(CPUAttentionBackendImpl):
                 *args,
                 **kwargs,
             )
-        assert self.sink_rotary is not None, (
+        assert self.sink_keys_rotated or self.sink_rotary is not None, (
             "sink attention has no rotary: install_query_only_rope did not run"
         )
         head_size = self.head_size
@@ -91,7 +98,9 @@ class StreamingSinkCpuImpl(CPUAttentionBackendImpl):
             blocks = attn_metadata.block_table[i, :num_blocks].long()
             pages = kv_cache[blocks].transpose(1, 2)  # [nb, B, H, 2D]
             pages = pages.reshape(num_blocks * block_size, -1, 2 * head_size)
-            keys = rotate_keys(self.sink_rotary, pages[:seq_len, :, :head_size])
+            keys = pages[:seq_len, :, :head_size]
+            if not self.sink_keys_rotated:
+                keys = rotate_keys(self.sink_rotary, keys)
             values = pages[:seq_len, :, head_size:]
             mask = None
             if num_query > 1:

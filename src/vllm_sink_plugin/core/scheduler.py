@@ -21,18 +21,31 @@ Per step::
          worker: mark it "resumed" with its full block list and attach
          ``sink_evictions[req_id] = (start, count)`` to the SchedulerOutput,
          so the worker replaces the block-table row and trims its token state
+
+With rotated keys (GPU; :mod:`vllm_sink_plugin.key_mode`) a request that has
+evicted ``E > 0`` tokens also holds *view* blocks, copies of its sink blocks
+with keys turned by ``E`` (written by the worker). The worker's row shows
+the views in place of the sinks::
+
+    KV manager:   [ sink | w3 | w4 | w5 ]        views: [ v ]
+    worker row:   [ v    | w3 | w4 | w5 ]        sink_views[req] = (E, [sink], [v])
+
+Model Runner V2 cannot replace a running request's row, so there an evicted
+request is re-sent as a new request (the path V2 takes after preemption)
+with its compacted tokens and row.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from vllm.v1.core.sched.output import SchedulerOutput
+from vllm.v1.core.sched.output import NewRequestData, SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
 from vllm_sink_plugin.config import StreamingSinkConfig
 from vllm_sink_plugin.core.window import SinkWindow, remove_range, split_removal
+from vllm_sink_plugin.key_mode import rotated_keys
 from vllm_sink_plugin.log import init_logger
 from vllm_sink_plugin.request_policy import resolve, sink_fields
 
@@ -70,6 +83,19 @@ class _SinkRequest:
     fields: dict
 
 
+@dataclasses.dataclass
+class _RopeShift:
+    """Rotated keys: how far a request's window has rolled, and its views.
+
+    Attributes:
+        offset: tokens evicted since the request's cache was built (``E``).
+        views: pool blocks holding its sink blocks turned by ``offset``.
+    """
+
+    offset: int = 0
+    views: list = dataclasses.field(default_factory=list)
+
+
 class StreamingSinkScheduler(Scheduler):
     """vLLM's ``Scheduler`` keeping sink requests in cache coordinates."""
 
@@ -92,6 +118,8 @@ class StreamingSinkScheduler(Scheduler):
         self._sink_pending: dict[str, list[int]] = {}
         self._sink_hidden: dict[str, list[int]] = {}
         self._sink_evicted_outputs: dict[str, int] = {}
+        self.sink_rotated = rotated_keys()
+        self._sink_shifts: dict[str, _RopeShift] = {}
         self._skip_prefix_caching_of_sink_requests()
         logger.info(
             "StreamingSinkScheduler: block size %d, %d sink tokens, window %d, "
@@ -285,11 +313,25 @@ class StreamingSinkScheduler(Scheduler):
         start = window.num_sink_slots
         req_id = request.request_id
         first, num_blocks = window.num_sink_blocks, count // window.block_size
-        for manager in self.kv_cache_manager.coordinator.single_type_managers:
-            blocks = manager.req_to_blocks[req_id]
-            evicted = blocks[first : first + num_blocks]
-            del blocks[first : first + num_blocks]
-            manager.block_pool.free_blocks(evicted)
+        (manager,) = self.kv_cache_manager.coordinator.single_type_managers
+        shift = None
+        if self.sink_rotated:
+            shift = self._sink_shifts.setdefault(req_id, _RopeShift())
+            need = first - len(shift.views)
+            if need > manager.block_pool.get_num_free_blocks() + num_blocks:
+                # No room for its views yet: the request waits for blocks
+                # (or is preempted) like any other.
+                return
+        blocks = manager.req_to_blocks[req_id]
+        evicted = blocks[first : first + num_blocks]
+        del blocks[first : first + num_blocks]
+        manager.block_pool.free_blocks(evicted)
+        if shift is not None:
+            shift.offset += count
+            if len(shift.views) < first:
+                shift.views += manager.block_pool.get_new_blocks(
+                    first - len(shift.views)
+                )
 
         (_, num_prompt), (out_start, num_output) = split_removal(
             request.num_prompt_tokens, start, count
@@ -326,23 +368,91 @@ class StreamingSinkScheduler(Scheduler):
                 evictions[req_id] = self._sink_unsent.pop(req_id)
                 # The worker replaces the row of a "resumed" request.
                 cached.resumed_req_ids.add(req_id)
-                cached.new_block_ids[i] = self.kv_cache_manager.get_block_ids(req_id)
+                cached.new_block_ids[i] = self._worker_row(req_id)
         output.sink_evictions = evictions
+        sent_whole = []
         for new in output.scheduled_new_reqs:
             # Sent whole (a session's next input): nothing to trim.
             self._sink_unsent.pop(new.req_id, None)
+            if new.req_id in self._sink_requests:
+                new.block_ids = self._worker_row(new.req_id)
+                sent_whole.append(new.req_id)
+        if self.sink_rotated:
+            output.sink_views = {
+                req_id: self._views_message(req_id)
+                for req_id in [*evictions, *sent_whole]
+                if req_id in self._sink_shifts
+            }
+            if self.use_v2_model_runner and evictions:
+                self._resend_as_new(output, evictions)
         for req_id in output.num_scheduled_tokens:
             if req_id in self._sink_requests:
-                held = len(self.kv_cache_manager.get_block_ids(req_id)[0])
+                held = self._num_blocks_held(req_id)
                 self.sink_stats.max_blocks_held = max(
                     self.sink_stats.max_blocks_held, held
                 )
+
+    def _worker_row(self, req_id: str) -> tuple[list[int], ...]:
+        """The block row the worker attends over: views in place of sinks."""
+        (row,) = self.kv_cache_manager.get_block_ids(req_id)
+        shift = self._sink_shifts.get(req_id)
+        if shift is None or not shift.views:
+            return (row,)
+        views = [block.block_id for block in shift.views]
+        return (views + row[len(views) :],)
+
+    def _views_message(self, req_id: str) -> tuple[int, list[int], list[int]]:
+        """``(E, sink block ids, view block ids)`` for the worker."""
+        shift = self._sink_shifts[req_id]
+        (row,) = self.kv_cache_manager.get_block_ids(req_id)
+        views = [block.block_id for block in shift.views]
+        return shift.offset, row[: len(views)], views
+
+    def _num_blocks_held(self, req_id: str) -> int:
+        shift = self._sink_shifts.get(req_id)
+        views = len(shift.views) if shift is not None else 0
+        return len(self.kv_cache_manager.get_block_ids(req_id)[0]) + views
+
+    def _resend_as_new(self, output: SchedulerOutput, req_ids) -> None:
+        """Model Runner V2: an evicted request is re-added with its new state.
+
+        V2 keeps a request's tokens in a device row it only appends to, and
+        has no "replace this running request's row"; re-adding (what V2 does
+        after a preemption) rewrites tokens, row and ``num_computed_tokens``.
+        """
+        cached = output.scheduled_cached_reqs
+        keep = [i for i, req_id in enumerate(cached.req_ids) if req_id not in req_ids]
+        for i, req_id in enumerate(cached.req_ids):
+            if req_id not in req_ids:
+                continue
+            request = self.requests[req_id]
+            new = NewRequestData.from_request(
+                request,
+                self._worker_row(req_id),
+                prefill_token_ids=list(request._all_token_ids),
+            )
+            # The count the step starts from (the request's own has moved on).
+            new.num_computed_tokens = cached.num_computed_tokens[i]
+            output.scheduled_new_reqs.append(new)
+            cached.resumed_req_ids.discard(req_id)
+            cached.all_token_ids.pop(req_id, None)
+        full = len(cached.req_ids)
+        for name in (
+            "req_ids",
+            "new_block_ids",
+            "num_computed_tokens",
+            "num_output_tokens",
+            "new_token_ids",
+        ):
+            values = getattr(cached, name)
+            if len(values) == full:
+                setattr(cached, name, [values[i] for i in keep])
 
     def make_stats(self, *args, **kwargs):
         stats = super().make_stats(*args, **kwargs)
         if stats is not None:
             blocks = [
-                len(self.kv_cache_manager.get_block_ids(req_id)[0])
+                self._num_blocks_held(req_id)
                 for req_id in self._sink_requests
                 if self.requests[req_id].status == RequestStatus.RUNNING
             ]
@@ -383,9 +493,18 @@ class StreamingSinkScheduler(Scheduler):
             )
             self.sink_stats.preemptions.setdefault(req_id, []).append(generated)
             self.sink_stats.num_preemptions += 1
+            # Re-prefilled from scratch: offset 0, no views.
+            self._drop_shift(req_id)
         return super()._preempt_request(request, *args, **kwargs)
 
+    def _drop_shift(self, req_id: str) -> None:
+        shift = self._sink_shifts.pop(req_id, None)
+        if shift is not None and shift.views:
+            (manager,) = self.kv_cache_manager.coordinator.single_type_managers
+            manager.block_pool.free_blocks(shift.views)
+
     def _free_request(self, request: Request, *args, **kwargs):
+        self._drop_shift(request.request_id)
         self._sink_requests.pop(request.request_id, None)
         self._sink_unsent.pop(request.request_id, None)
         self._sink_pending.pop(request.request_id, None)

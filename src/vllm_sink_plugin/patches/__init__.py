@@ -20,7 +20,7 @@ FRONTEND_PATCHES = (
 # Patches for every process (data that crosses process boundaries).
 COMMON_PATCHES = ("common.patch_scheduler_stats",)
 # Patches for the worker processes (model runner, attention).
-WORKER_PATCHES = ("worker.patch_gpu_model_runner",)
+WORKER_PATCHES = ("worker.patch_gpu_model_runner", "worker.patch_model_runner_v2")
 
 
 def all_patch_modules() -> tuple[str, ...]:

@@ -124,7 +124,10 @@ def _from_cli_args(original):
 
 def _create_engine_config(original):
     def create_engine_config(self, *args, **kwargs):
-        StreamingSinkConfig.from_mapping(self.additional_config)
+        sink = StreamingSinkConfig.from_mapping(self.additional_config)
+        if sink.enabled and self.async_scheduling is None:
+            # The scheduler edits requests between steps: synchronous steps.
+            self.async_scheduling = False
         vllm_config = original(self, *args, **kwargs)
         from vllm_sink_plugin.engine_setup import apply_policy
 

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Model Runner V1: apply evictions, return absolute prompt logprobs, raw keys.
+"""Model Runner V1: apply evictions, return absolute prompt logprobs, RoPE.
 
 Target:      vllm.v1.worker.gpu_model_runner.GPUModelRunner.{_update_states,
-             _get_prompt_logprobs_dict}, and ``load_model`` of it and of
-             vllm.v1.worker.cpu_model_runner.CPUModelRunner
+             _get_prompt_logprobs_dict, _prepare_inputs}, and ``load_model``
+             of it and of vllm.v1.worker.cpu_model_runner.CPUModelRunner
 Process:     worker
 vLLM:        ==0.32.0 (verified 0.32.0, CPU build)
 Why:         A running request's token state only ever grows in V1; after the
@@ -14,18 +14,22 @@ Why:         A running request's token state only ever grows in V1; after the
              model's rotary must stop rotating keys so the cache holds raw
              keys (attention rotates them from in-cache positions). A prompt
              longer than the worker's token row (max_model_len) reaches the
-             worker in parts, as the window rolls.
+             worker in parts, as the window rolls. With rotated keys (GPU,
+             vllm_sink_plugin.key_mode) keys are cached rotated once and
+             RoPE must see ``cache position + E`` instead.
 How:         ``_update_states``: trim the states named in
              ``scheduler_output.sink_evictions`` and append the prompt tokens
              revealed with them, then call the original (which replaces the
              block row of these "resumed" requests).
              ``_get_prompt_logprobs_dict``: swap finished offset buffers for
              their full ones. ``load_model``: after the original, wrap each
-             attention block's rotary with QueryOnlyRotary.
+             attention block's rotary with QueryOnlyRotary (raw keys) or
+             OffsetRotary (rotated keys; then ``_update_states`` also applies
+             ``sink_views`` and ``_prepare_inputs`` fills the RoPE table).
              Nothing changes unless additional_config kv_policy is "sink".
 Upstream:    none yet: needs a "compact a running request" message in V1.
 Remove when: vLLM can shrink a running request's state and block row.
-Tests:       tests/e2e/test_sink_core.py
+Tests:       tests/e2e/test_sink_core.py, tests/e2e/test_rotated_keys.py
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ def _enabled(runner) -> bool:
     return cached
 
 
+def _rotated(runner) -> bool:
+    return getattr(runner, "_sink_rope_table", None) is not None
+
+
 def _update_states(original):
     def _update_states(self, scheduler_output):
         evictions = getattr(scheduler_output, "sink_evictions", None)
@@ -57,9 +65,30 @@ def _update_states(original):
                 apply_eviction(self.requests[req_id], start, count)
                 if revealed:
                     reveal_prompt(self.requests[req_id], revealed)
-        return original(self, scheduler_output)
+        result = original(self, scheduler_output)
+        if _rotated(self):
+            from vllm_sink_plugin.worker.rope_offsets import apply_output
+
+            apply_output(self, scheduler_output)
+        return result
 
     return _update_states
+
+
+def _prepare_inputs(original):
+    def _prepare_inputs(self, scheduler_output, num_scheduled_tokens, *args, **kw):
+        result = original(self, scheduler_output, num_scheduled_tokens, *args, **kw)
+        if _rotated(self):
+            from vllm_sink_plugin.worker.rope_offsets import offsets_of
+
+            state = offsets_of(self)
+            num_tokens = scheduler_output.total_num_scheduled_tokens
+            req_ids = self.input_batch.req_ids[: len(num_scheduled_tokens)]
+            offsets = state.token_offsets(req_ids, num_scheduled_tokens, num_tokens)
+            state.prepare(self.positions[:num_tokens], offsets)
+        return result
+
+    return _prepare_inputs
 
 
 def _get_prompt_logprobs_dict(original):
@@ -82,9 +111,16 @@ def _load_model(original):
     def load_model(self, *args, **kwargs):
         result = original(self, *args, **kwargs)
         if _enabled(self):
-            from vllm_sink_plugin.attention.rope import install_query_only_rope
+            from vllm_sink_plugin.key_mode import rotated_keys
 
-            install_query_only_rope(self.model)
+            if rotated_keys():
+                from vllm_sink_plugin.worker import rope_offsets
+
+                rope_offsets.install(self, self.positions)
+            else:
+                from vllm_sink_plugin.attention.rope import install_query_only_rope
+
+                install_query_only_rope(self.model)
         return result
 
     return load_model
@@ -98,6 +134,7 @@ def apply() -> None:
         GPUModelRunner, "_get_prompt_logprobs_dict", _get_prompt_logprobs_dict
     )
     wrap_attribute(GPUModelRunner, "load_model", _load_model)
+    wrap_attribute(GPUModelRunner, "_prepare_inputs", _prepare_inputs)
     try:
         from vllm.v1.worker.cpu_model_runner import CPUModelRunner
     except ImportError:  # a GPU build without the CPU runner

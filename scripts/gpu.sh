@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# On the GPU machine (DEVELOPERS.md "GPU machine"): install the vLLM 0.32.0
+# bundle and this project, then run the GPU tests and/or the benchmarks.
+#
+#   scripts/gpu.sh PARTS_DIR [tests|bench|all] [extra pytest / bench args]
+#
+# PARTS_DIR holds the bundle parts (shared/gpu/build-bundle.sh) and, where
+# pytest is missing on the machine, its wheels (.gpu-bundle/tools).
+# Logs and results go to $OUT (default /tmp/out).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+parts=${1:?usage: scripts/gpu.sh PARTS_DIR [tests|bench|all]}
+what=${2:-tests}
+shift 2 || shift $#
+site=/tmp/site
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+bash "$parts/install-bundle.sh" "$parts" "$site"
+export PYTHONPATH=$site
+if ! python3 -c "import pytest, tqdm" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --target "$site" "$parts"/tools/*.whl
+fi
+python3 -m pip install -q --no-deps --no-build-isolation --upgrade --target "$site" . \
+  2>&1 | grep -v "already exists" || true
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+status=0
+if [ "$what" = tests ] || [ "$what" = all ]; then
+  python3 -m pytest tests/gpu -p no:cacheprovider -q -s -rA "$@" \
+    > "$out/gpu-tests.log" 2>&1 || status=$?
+  grep -E "MEASURED|passed|failed|Error" "$out/gpu-tests.log" | tail -40
+fi
+if [ "$what" = bench ] || [ "$what" = all ]; then
+  python3 -m benchmarks.gpu_bench --out "$out" "$@" || status=$?
+fi
+exit $status

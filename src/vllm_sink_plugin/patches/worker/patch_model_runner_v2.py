@@ -1,0 +1,127 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Model Runner V2: RoPE at in-cache positions over keys rotated once.
+
+Target:      vllm.v1.worker.gpu.model_runner.GPUModelRunner.{load_model,
+             add_requests, update_requests, prepare_attn, sample}
+Process:     worker
+vLLM:        ==0.32.0 (verified 0.32.0, CUDA build, H100)
+Why:         V2 is vLLM's default GPU runner. A sink request runs in cache
+             coordinates (the scheduler re-adds it with compacted tokens and
+             block row after each eviction), so V2's positions are cache
+             positions: right for the slot mapping, but RoPE must see
+             ``position + E`` (E = tokens evicted) so that keys cached once
+             keep their distances, and the sampler's per-position random
+             stream must not repeat every block.
+How:         ``load_model``: after the original, every attention block's
+             rotary reads a per-step cos/sin table (OffsetRotary; the model
+             is otherwise unchanged, so torch.compile and CUDA graphs stay).
+             ``update_requests``: after the original, apply ``sink_views``
+             (offsets; sink blocks copied into view blocks, keys turned by
+             E). ``add_requests``: a request re-added after an eviction keeps
+             the prompt logprobs of its earlier chunks. ``prepare_attn``:
+             after the original (slot mappings use cache positions), fill the
+             table. ``sample``: positions + E
+             first. Nothing changes unless additional_config kv_policy is
+             "sink".
+Upstream:    none yet: needs "shift a running request's RoPE positions" in V2.
+Remove when: vLLM supports StreamingLLM-style caches natively.
+Tests:       tests/gpu/test_gpu_sink.py
+"""
+
+from __future__ import annotations
+
+from vllm_sink_plugin.patches._base import wrap_attribute
+from vllm_sink_plugin.patches.worker.patch_gpu_model_runner import _enabled
+
+
+def _load_model(original):
+    def load_model(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        if _enabled(self):
+            from vllm_sink_plugin.worker import rope_offsets
+
+            rope_offsets.install(self, self.input_buffers.positions)
+        return result
+
+    return load_model
+
+
+def _add_requests(original):
+    def add_requests(self, scheduler_output):
+        evicted = getattr(scheduler_output, "sink_evictions", None)
+        worker = getattr(self, "prompt_logprobs_worker", None)
+        kept = {}
+        if evicted and worker is not None:
+            # Chunks are appended in order, so the list stays absolute.
+            kept = {
+                req_id: worker.in_progress_prompt_logprobs[req_id]
+                for req_id in evicted
+                if req_id in worker.in_progress_prompt_logprobs
+            }
+        result = original(self, scheduler_output)
+        for req_id, chunks in kept.items():
+            if req_id in worker.in_progress_prompt_logprobs:
+                worker.in_progress_prompt_logprobs[req_id] = chunks
+        return result
+
+    return add_requests
+
+
+def _update_requests(original):
+    def update_requests(self, scheduler_output):
+        result = original(self, scheduler_output)
+        if _enabled(self):
+            from vllm_sink_plugin.worker.rope_offsets import apply_output
+
+            apply_output(self, scheduler_output)
+        return result
+
+    return update_requests
+
+
+def _prepare_attn(original):
+    def prepare_attn(self, input_batch, *args, **kwargs):
+        result = original(self, input_batch, *args, **kwargs)
+        if _enabled(self):
+            from vllm_sink_plugin.worker.rope_offsets import offsets_of
+
+            state = offsets_of(self)
+            offsets = state.token_offsets(
+                input_batch.req_ids,
+                input_batch.num_scheduled_tokens,
+                input_batch.num_tokens_after_padding,
+            )
+            state.prepare(input_batch.positions, offsets)
+            self._sink_step_offsets = offsets
+        return result
+
+    return prepare_attn
+
+
+def _sample(original):
+    def sample(self, hidden_states, input_batch, *args, **kwargs):
+        offsets = getattr(self, "_sink_step_offsets", None)
+        if offsets is not None:
+            from torch.profiler import record_function
+
+            from vllm_sink_plugin.worker.rope_offsets import PROFILE_POSITIONS
+
+            # The sampler's noise is keyed by position: absolute, not cache.
+            self._sink_step_offsets = None
+            with record_function(PROFILE_POSITIONS):
+                input_batch.positions.add_(offsets)
+        return original(self, hidden_states, input_batch, *args, **kwargs)
+
+    return sample
+
+
+def apply() -> None:
+    try:
+        from vllm.v1.worker.gpu.model_runner import GPUModelRunner
+    except ImportError:  # a build without Model Runner V2
+        return
+    wrap_attribute(GPUModelRunner, "load_model", _load_model)
+    wrap_attribute(GPUModelRunner, "add_requests", _add_requests)
+    wrap_attribute(GPUModelRunner, "update_requests", _update_requests)
+    wrap_attribute(GPUModelRunner, "prepare_attn", _prepare_attn)
+    wrap_attribute(GPUModelRunner, "sample", _sample)
