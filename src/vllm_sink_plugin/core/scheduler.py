@@ -409,9 +409,11 @@ class StreamingSinkScheduler(Scheduler):
         return shift.offset, row[: len(views)], views
 
     def _num_blocks_held(self, req_id: str) -> int:
+        """KV blocks a request holds, its views included (no list copies)."""
+        (manager,) = self.kv_cache_manager.coordinator.single_type_managers
         shift = self._sink_shifts.get(req_id)
         views = len(shift.views) if shift is not None else 0
-        return len(self.kv_cache_manager.get_block_ids(req_id)[0]) + views
+        return len(manager.req_to_blocks.get(req_id, ())) + views
 
     def _resend_as_new(self, output: SchedulerOutput, req_ids) -> None:
         """Model Runner V2: an evicted request is re-added with its new state.
