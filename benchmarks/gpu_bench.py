@@ -102,6 +102,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--replot", action="store_true", help="rebuild the reports from OUT/raw.json"
     )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the plan and stop"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the successful results already in OUT and run only the rest "
+        "(split a run into several commands, or retry what failed)",
+    )
     return parser.parse_args(argv)
 
 
@@ -134,6 +143,8 @@ def print_plan(jobs: list[EngineJob], sizes: Sizes, device: str, scale: str) -> 
         print(f"Estimated wall time on an H100: ~{total / 60:.0f} min", flush=True)
     else:
         print("On CPU the estimates above do not apply (H100 guesses).", flush=True)
+        if scale != "smoke":
+            print("WARNING: CPU engines get a 1 GiB KV pool; use --scale smoke.")
     return total
 
 
@@ -160,6 +171,7 @@ def run_job(job: EngineJob, args, sizes: Sizes, device: str, out: Path) -> dict:
         "gpu_memory_utilization": args.gpu_memory_utilization,
         "env": env,
         "result_path": str(result_path),
+        "sizes_json": _jsonable(sizes),
     }
     process = multiprocessing.get_context("spawn").Process(
         target=child_main, args=(payload,), name=f"bench-{job.name}"
@@ -222,6 +234,52 @@ def _vllm_version(engines: dict) -> str | None:
     return None
 
 
+def load_previous(out: Path, sizes: Sizes, device: str) -> dict:
+    """Successful results already in OUT (raw.json and engine parts) for --resume.
+
+    Raises:
+        SystemExit: OUT holds results of another scale, size or device.
+    """
+    previous = _read(out / "raw.json")
+    kept = {"tasks": {}, "engines": {}, "commands": []}
+    if previous:
+        meta = previous["meta"]
+        if meta["sizes"] != _jsonable(sizes) or meta["device"] != device:
+            raise SystemExit(
+                f"--resume: {out}/raw.json holds a {meta['scale']} run on "
+                f"{meta['device']} with other sizes; use another --out"
+            )
+        kept["engines"] = previous.get("engines", {})
+        kept["commands"] = meta.get("commands", [meta["command"]])
+        kept["tasks"] = previous.get("tasks", {})
+    # Tasks an interrupted run finished after raw.json was last written.
+    for part in sorted((out / "parts").glob("*.json")):
+        result = _read(part)
+        if result.get("sizes") == _jsonable(sizes) and result.get("device") == device:
+            kept["engines"].setdefault(part.stem, result.get("engine", {}))
+            for name, task in result.get("tasks", {}).items():
+                if "error" not in task:
+                    kept["tasks"].setdefault(name, task)
+    kept["tasks"] = {n: t for n, t in kept["tasks"].items() if "error" not in t}
+    return kept
+
+
+def _jsonable(sizes: Sizes) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(sizes)))
+
+
+def _update_meta(raw: dict, start: float) -> None:
+    started = [e for e in raw["engines"].values() if "device_name" in e]
+    first = started[0] if started else {}
+    raw["meta"].update(
+        wall_s=round(raw["meta"]["previous_wall_s"] + time.perf_counter() - start, 1),
+        gpu=first.get("device_name"),
+        vllm=_vllm_version(raw["engines"]),
+        block_size=first.get("block_size"),
+        memory_source=first.get("memory_source"),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out: Path = args.out
@@ -236,21 +294,32 @@ def main(argv: list[str] | None = None) -> int:
     sizes = SIZES[args.scale]
     if args.soak_seconds is not None:
         sizes = dataclasses.replace(sizes, soak_seconds=args.soak_seconds)
-    jobs = build_plan(sizes, args.only)
+    kept = {"tasks": {}, "engines": {}, "commands": []}
+    if args.resume:
+        kept = load_previous(out, sizes, device)
+        if kept["tasks"]:
+            print(f"--resume: keeping {', '.join(sorted(kept['tasks']))}")
+    jobs = build_plan(sizes, args.only, done=set(kept["tasks"]))
     estimate = print_plan(jobs, sizes, device, args.scale)
+    if args.dry_run:
+        return 0
     out.mkdir(parents=True, exist_ok=True)
-    command = "python -m benchmarks.gpu_bench " + " ".join(
+    command = f"{Path(sys.executable).name} -m benchmarks.gpu_bench " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
+    commands = [*kept["commands"], command]
+    previous_wall = _read(out / "raw.json").get("meta", {}).get("wall_s", 0)
     raw = {
         "meta": {
-            "command": command,
+            "command": " ; ".join(commands),
+            "commands": commands,
             "scale": args.scale,
             "device": device,
             "only": sorted(args.only),
-            "sizes": dataclasses.asdict(sizes),
+            "sizes": _jsonable(sizes),
             "estimate_s": round(estimate),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "previous_wall_s": previous_wall if args.resume else 0,
         },
         "plan": {
             job.name: {
@@ -259,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             for job in jobs
         },
-        "engines": {},
-        "tasks": {},
+        "engines": dict(kept["engines"]),
+        "tasks": dict(kept["tasks"]),
         "errors": {},
     }
     start = time.perf_counter()
@@ -271,15 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         raw["tasks"].update(result["tasks"])
         for task in job.tasks:
             print(_one_line(task.name, raw["tasks"][task.name]), flush=True)
-    engines = raw["engines"].values()
-    started = [e for e in engines if "device_name" in e]
-    raw["meta"].update(
-        wall_s=round(time.perf_counter() - start, 1),
-        gpu=started[0]["device_name"] if started else None,
-        vllm=_vllm_version(raw["engines"]),
-        block_size=started[0]["block_size"] if started else None,
-        memory_source=started[0]["memory_source"] if started else None,
-    )
+        _update_meta(raw, start)
+        summary = write_reports(raw, out)  # after every engine: a kill loses less
+    _update_meta(raw, start)
     summary = write_reports(raw, out)
     print(f"\nWrote {out}/summary.json, summary.md, raw.json, PNGs", flush=True)
     for key in list(summary)[2:10]:

@@ -29,13 +29,13 @@ from array import array
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.gpu.plan import EngineSpec, Sizes
+from benchmarks.gpu.plan import CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, EngineSpec, Sizes
 
 try:
     from tqdm import tqdm
 except ImportError:  # the GPU bundle may lack it: no bars, same results
 
-    class tqdm:  # noqa: N801 - stands in for tqdm.tqdm
+    class tqdm:  # stands in for tqdm.tqdm
         def __init__(self, *args, **kwargs):
             pass
 
@@ -52,6 +52,27 @@ def random_tokens(n: int, seed: int, vocab: int) -> list[int]:
     return [rng.randrange(3, vocab) for _ in range(n)]
 
 
+def _nvml_handle():
+    """``(pynvml, handle)`` of this process's GPU (the first visible one)."""
+    try:
+        import pynvml
+    except ImportError:
+        from vllm.third_party import pynvml
+    import torch
+
+    pynvml.nvmlInit()
+    uuid = str(torch.cuda.get_device_properties(0).uuid)
+    uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+    except (TypeError, AttributeError):  # bindings that want bytes
+        handle = pynvml.nvmlDeviceGetHandleByUUID(uuid.encode())
+    total = pynvml.nvmlDeviceGetMemoryInfo(handle).total
+    if abs(total - torch.cuda.mem_get_info()[1]) > total // 10:
+        raise RuntimeError("NVML and CUDA disagree on the device")
+    return pynvml, handle
+
+
 class MemoryProbe:
     """Device memory in use: NVML, else ``cudaMemGetInfo``; process RSS on CPU."""
 
@@ -63,17 +84,9 @@ class MemoryProbe:
             return
         self.source = "cudaMemGetInfo"
         try:
-            import pynvml
-            import torch
-
-            pynvml.nvmlInit()
-            uuid = str(torch.cuda.get_device_properties(0).uuid)
-            uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
-            handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
-            pynvml.nvmlDeviceGetMemoryInfo(handle)
-            self._nvml = (pynvml, handle)
+            self._nvml = _nvml_handle()
             self.source = "NVML"
-        except Exception:  # noqa: BLE001 - any NVML trouble: use the fallback
+        except Exception:  # any NVML trouble: cudaMemGetInfo instead
             self._nvml = None
 
     def sample(self) -> dict:
@@ -134,6 +147,7 @@ class StepLog:
         self.memory: list[dict] = []
         self.marks: dict[str, int] = {}
         self.max_running = 0
+        self.next_sample = 0.0  # time of the next memory sample
 
     @property
     def last(self) -> int:
@@ -252,7 +266,6 @@ class Runner:
                 marked by the loop itself.
         """
         pending = {k: v for k, v in (marks or {}).items() if k not in log.marks}
-        next_sample = 0.0
         total = log.tokens[-1]
         while self.engine.has_unfinished_requests():
             outputs = self.engine.step()
@@ -283,8 +296,8 @@ class Runner:
                 if condition():
                     log.marks[name] = log.last
                     del pending[name]
-            if now >= next_sample:
-                next_sample = now + self.memory_interval
+            if now >= log.next_sample:
+                log.next_sample = now + self.memory_interval
                 log.memory.append(
                     {
                         "t": round(now, 3),
@@ -339,16 +352,16 @@ def engine_kwargs(
     if device == "cpu":
         kwargs.update(
             dtype="float32",
-            block_size=32,
+            block_size=CPU_BLOCK_SIZE,
             enforce_eager=True,
-            kv_cache_memory_bytes=96 << 20,
+            kv_cache_memory_bytes=(sizes.kv_cache_mib or 1024) << 20,
         )
     else:
-        kwargs.update(
-            dtype="bfloat16",
-            block_size=16,
-            gpu_memory_utilization=gpu_memory_utilization,
-        )
+        kwargs.update(dtype="bfloat16", block_size=GPU_BLOCK_SIZE)
+        if sizes.kv_cache_mib:
+            kwargs["kv_cache_memory_bytes"] = sizes.kv_cache_mib << 20
+        else:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
     if spec.prefix_caching is not None:
         kwargs["enable_prefix_caching"] = spec.prefix_caching
     if spec.sink:
@@ -432,7 +445,13 @@ def child_main(job: dict) -> None:
     spec = EngineSpec(**job["spec"])
     sizes = Sizes(**job["sizes"])
     path = Path(job["result_path"])
-    result: dict = {"engine": {"name": job["name"]}, "tasks": {}, "done": False}
+    result: dict = {
+        "engine": {"name": job["name"]},
+        "tasks": {},
+        "done": False,
+        "sizes": job["sizes_json"],
+        "device": job["device"],
+    }
     _write(path, result)
     try:
         start = time.perf_counter()
@@ -455,7 +474,7 @@ def child_main(job: dict) -> None:
         result["engine"].update(
             engine_info(llm, spec, time.perf_counter() - start, runner)
         )
-    except Exception:  # noqa: BLE001 - reported per task; the parent goes on
+    except Exception:  # reported per task; the parent goes on
         error = traceback.format_exc()
         print(error, file=sys.stderr, flush=True)
         result["engine"]["error"] = error
@@ -470,7 +489,7 @@ def child_main(job: dict) -> None:
         try:
             runner.reset()
             outcome = RUNNERS[name](runner, sizes)
-        except Exception:  # noqa: BLE001 - one failed task must not stop the rest
+        except Exception:  # one failed task must not stop the others
             outcome = {"error": traceback.format_exc()}
             print(f"[{name}] failed:\n{outcome['error']}", file=sys.stderr, flush=True)
         outcome["seconds"] = round(time.perf_counter() - start, 1)
@@ -479,7 +498,7 @@ def child_main(job: dict) -> None:
     try:
         runner.reset()
         llm.llm_engine.engine_core.shutdown()
-    except Exception:  # noqa: BLE001 - the process ends anyway
+    except Exception:  # the process ends anyway
         traceback.print_exc()
     result["done"] = True
     _write(path, result)

@@ -48,6 +48,9 @@ class Sizes:
         p5_warm_steps, p5_steps: decode steps before and inside the profile.
         soak_seconds, soak_stream_tokens: the soak (streams are renewed).
         memory_interval: seconds between memory samples.
+        kv_cache_mib: a fixed KV pool (None: ``--gpu-memory-utilization`` on
+            GPUs, 1 GiB on CPU). Tiny models get one so that the pool does not
+            hold millions of blocks.
     """
 
     model: str
@@ -78,6 +81,7 @@ class Sizes:
     soak_seconds: float
     soak_stream_tokens: int
     memory_interval: float = 1.0
+    kv_cache_mib: int | None = None
 
     @property
     def cache_tokens(self) -> int:
@@ -124,10 +128,8 @@ SIZES: dict[str, Sizes] = {
     # About 20 minutes of H100 time with the five engine starts.
     "small": dataclasses.replace(
         _FULL,
-        dense_max_model_len=32768 + 2048,
         p2_tokens=8192,
-        long_tokens=65536,
-        p3_context=32768,
+        long_tokens=32768,
         p4_recompute_steps=(32, 8),
         p4_plugin_tokens=256,
         soak_seconds=90,
@@ -162,6 +164,7 @@ SIZES: dict[str, Sizes] = {
         soak_seconds=3,
         soak_stream_tokens=64,
         memory_interval=0.05,
+        kv_cache_mib=96,
     ),
 }
 
@@ -238,12 +241,20 @@ class EngineJob:
     tasks: list[Task]
 
 
-def build_plan(sizes: Sizes, only: set[str]) -> list[EngineJob]:
-    """Groups the tasks that ``only`` needs by engine configuration, in order."""
+def build_plan(
+    sizes: Sizes, only: set[str], done: set[str] = frozenset()
+) -> list[EngineJob]:
+    """Groups the tasks that ``only`` needs by engine configuration, in order.
+
+    Args:
+        sizes: the scale's sizes.
+        only: workload names (``WORKLOADS``) to measure.
+        done: task names whose results are kept from an earlier run.
+    """
     specs = engine_specs(sizes)
     jobs: dict[EngineSpec, EngineJob] = {}
     for task in TASKS:
-        if not task.needed_by & only:
+        if not task.needed_by & only or task.name in done:
             continue
         spec = specs[task.role]
         if spec not in jobs:

@@ -72,6 +72,7 @@ def summarize(raw: dict) -> dict:
         for b in batches
     }
     plugin_rate = p2p.get("tok_s")
+    sz = raw["meta"]["sizes"]  # planned sizes, where a workload did not run
     summary = {
         "gpu": raw["meta"].get("gpu"),
         "vllm": raw["meta"].get("vllm"),
@@ -89,42 +90,47 @@ def summarize(raw: dict) -> dict:
     }
     summary["workloads"] = {
         "p1": {
-            "requests": p1p.get("requests") or p1b.get("requests"),
-            "prompt": p1p.get("prompt") or p1b.get("prompt"),
-            "output": p1p.get("output") or p1b.get("output"),
+            "requests": p1p.get("requests", sz["p1_requests"]),
+            "prompt": p1p.get("prompt", sz["p1_prompt"]),
+            "output": p1p.get("output", sz["p1_output"]),
             "plugin_tok_s": p1p.get("tok_s"),
             "baseline_tok_s": p1b.get("tok_s"),
         },
         "p2": {
-            "streams": p2p.get("streams"),
-            "prompt": p2p.get("prompt"),
-            "tokens_per_stream": p2p.get("tokens_per_stream"),
+            "streams": p2p.get("streams", sz["p2_streams"]),
+            "prompt": p2p.get("prompt", sz["p2_prompt"]),
+            "tokens_per_stream": p2p.get("tokens_per_stream", sz["p2_tokens"]),
+            "cache": f"{sz['num_sink_tokens']} + {sz['sink_window']}",
             "cache_slots": p2p.get("cache_slots"),
             "plugin_steady_tok_s": plugin_rate,
             "plugin_overall_tok_s": p2p.get("overall_tok_s"),
-            "baseline_streams": p2b.get("streams"),
-            "baseline_context": p2b.get("context"),
+            "baseline_streams": p2b.get("streams", sz["p2_streams"]),
+            "baseline_context": p2b.get(
+                "context",
+                [sz["p2_base_prompt"], sz["p2_base_prompt"] + sz["p2_base_output"]],
+            ),
             "baseline_decode_tok_s": p2b.get("decode_tok_s"),
         },
         "p2_flatness": {
-            "tokens": long.get("tokens"),
+            "tokens": long.get("tokens", sz["long_tokens"]),
             "filled_at_tokens": long.get("filled_at_tokens"),
             "first_10pct_tok_s": long.get("first_10pct_tok_s"),
             "last_10pct_tok_s": long.get("last_10pct_tok_s"),
         },
         "p3": {
-            "context": dense.get("context"),
+            "context": dense.get("context", sz["p3_context"]),
             "dense_streams": dense.get("streams"),
             "dense_decode_tok_s": dense.get("decode_tok_s"),
-            "plugin_streams": p2p.get("streams"),
+            "plugin_streams": p2p.get("streams", sz["p2_streams"]),
             "plugin_tok_s": plugin_rate,
         },
         "p4": {
-            "window": p4r.get("window") or p4p.get("window"),
+            "model": sz["model_7b"],
+            "window": p4r.get("window", sz["num_sink_tokens"] + sz["sink_window"]),
             "per_token": per_token,
             "half_window": {
-                "streams": restart.get("streams"),
-                "tokens_per_stream": restart.get("tokens_per_stream"),
+                "streams": restart.get("streams", sz["p2_streams"]),
+                "tokens_per_stream": restart.get("tokens_per_stream", sz["p2_tokens"]),
                 "restart_prompt": restart.get("restart_prompt"),
                 "prefills": restart.get("prefills"),
                 "restart_tok_s": restart.get("tok_s"),
@@ -132,8 +138,8 @@ def summarize(raw: dict) -> dict:
             },
         },
         "p5": {
-            "streams": p5.get("streams"),
-            "steps": p5.get("steps"),
+            "streams": p5.get("streams", sz["p2_streams"]),
+            "steps": p5.get("steps", sz["p5_steps"]),
             "share": p5.get("share"),
             "basis": p5.get("basis"),
             "ranges": p5.get("ranges"),
@@ -186,7 +192,7 @@ def markdown(raw: dict, summary: dict) -> str:
             f"{_fmt(w['p2']['plugin_steady_tok_s'])} tok/s steady",
             f"{_fmt(w['p2']['baseline_decode_tok_s'])} tok/s decode",
             f"{w['p2']['streams']} streams x {_fmt(w['p2']['tokens_per_stream'])} "
-            f"tokens, cache {w['p2']['cache_slots']} slots; baseline context "
+            f"tokens, cache {w['p2']['cache']}; baseline context "
             f"{w['p2']['baseline_context']}",
         ),
         "p2_flatness_last_vs_first": (
@@ -199,28 +205,28 @@ def markdown(raw: dict, summary: dict) -> str:
             f"{_fmt(w['p3']['plugin_tok_s'])} tok/s ({w['p3']['plugin_streams']} "
             "streams)",
             f"{_fmt(w['p3']['dense_decode_tok_s'])} tok/s "
-            f"({w['p3']['dense_streams']} streams)",
+            f"({_fmt(w['p3']['dense_streams'])} streams)",
             f"dense context {_fmt(w['p3']['context'])} tokens",
         ),
         "p4_vs_recompute_per_token_ratio": (
             f"{_fmt(p4['per_token'][first]['plugin_tok_s'])} tok/s",
             f"{_fmt(p4['per_token'][first]['recompute_tok_s'])} tok/s",
-            f"llama2-7b role, W={p4['window']}, batch {first}, "
-            f"{p4['per_token'][first]['recompute_steps']} re-computed tokens",
+            f"{p4['model']}, W={p4['window']}, batch {first}, "
+            f"{_fmt(p4['per_token'][first]['recompute_steps'])} re-computed tokens",
         ),
         "p4_vs_half_window_restart_ratio": (
             f"{_fmt(p4['half_window']['plugin_tok_s'])} tok/s",
             f"{_fmt(p4['half_window']['restart_tok_s'])} tok/s",
             f"{p4['half_window']['streams']} streams x "
             f"{_fmt(p4['half_window']['tokens_per_stream'])} tokens, restart from "
-            f"{p4['half_window']['restart_prompt']} tokens, "
-            f"{p4['half_window']['prefills']} prefills",
+            f"{_fmt(p4['half_window']['restart_prompt'])} tokens, "
+            f"{_fmt(p4['half_window']['prefills'])} prefills",
         ),
         "p5_plugin_kernel_share": (
             f"{_fmt(w['p5']['share'])}",
             "—",
             f"{w['p5']['steps']} decode steps x {w['p5']['streams']} streams; "
-            f"{w['p5']['basis']}",
+            f"{_fmt(w['p5']['basis'])}",
         ),
     }
     lines = [
@@ -232,6 +238,15 @@ def markdown(raw: dict, summary: dict) -> str:
         f"{meta['wall_s'] / 60:.1f} min in all. Rates are generated tokens per "
         "second of wall time (greedy, `ignore_eos`, dummy weights).",
         "",
+        *(
+            [
+                "**Smoke scale: these numbers check the harness, not the plugin** "
+                "(tiny model, seconds per workload).",
+                "",
+            ]
+            if meta["scale"] == "smoke"
+            else []
+        ),
         "| goal | target | measured | pass | plugin | baseline | sizes |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -308,6 +323,11 @@ def markdown(raw: dict, summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
 def plots(raw: dict, out: Path) -> list[str]:
     """The PNGs; returns their names.
 
@@ -329,7 +349,8 @@ def plots(raw: dict, out: Path) -> list[str]:
     if p2p.get("curve"):
         x, y = zip(*p2p["curve"], strict=True)
         top.plot(x, y, label=f"plugin, {p2p['streams']} streams")
-        top.axvline(p2p["cache_slots"], color="gray", ls=":", label="cache full")
+        full = p2p["cache_slots"] - p2p["prompt"]
+        top.axvline(full, color="gray", ls=":", label="cache full")
     if p2b.get("decode_tok_s"):
         top.axhline(
             p2b["decode_tok_s"],
@@ -343,11 +364,15 @@ def plots(raw: dict, out: Path) -> list[str]:
     top.set_ylabel("tok/s (all streams)")
     top.set_title(f"P2 streaming on {device}")
     top.set_ylim(bottom=0)
-    top.legend(fontsize=8)
+    _legend(top)
     if long.get("curve"):
         x, y = zip(*long["curve"], strict=True)
         bottom.plot(x, y, color="C3", label="plugin, one stream")
-        bottom.axvline(long["filled_at_tokens"], color="gray", ls=":", label="filled")
+        full = long["cache_slots"] - long["prompt"]
+        bottom.axvline(full, color="gray", ls=":", label="cache full")
+        bottom.axvline(
+            long["filled_at_tokens"], color="k", ls=":", label="measured from here"
+        )
         for level, name in (
             (long.get("first_10pct_tok_s"), "first 10%"),
             (long.get("last_10pct_tok_s"), "last 10%"),
@@ -358,7 +383,7 @@ def plots(raw: dict, out: Path) -> list[str]:
     bottom.set_ylabel("tok/s")
     bottom.set_title("P2 flatness: one long stream")
     bottom.set_ylim(bottom=0)
-    bottom.legend(fontsize=8)
+    _legend(bottom)
     fig.tight_layout()
     fig.savefig(out / "tokps_vs_tokens.png", dpi=120)
     plt.close(fig)
@@ -381,12 +406,12 @@ def plots(raw: dict, out: Path) -> list[str]:
     blocks.set_ylabel("KV blocks in use per stream")
     blocks.set_ylim(bottom=0)
     blocks.set_title("KV blocks held vs tokens generated")
-    blocks.legend(fontsize=8)
+    _legend(blocks)
     mib.set_xlabel("tokens generated per stream")
     mib.set_ylabel(f"MiB used ({source})")
     mib.set_ylim(bottom=0)
     mib.set_title("Memory vs tokens generated")
-    mib.legend(fontsize=8)
+    _legend(mib)
     fig.tight_layout()
     fig.savefig(out / "memory_vs_tokens.png", dpi=120)
     plt.close(fig)

@@ -14,6 +14,7 @@ evict, and the cost of a step no longer depends on the stream's length.
 from __future__ import annotations
 
 import collections
+import sys
 import time
 import traceback
 
@@ -24,13 +25,14 @@ MAX_MEMORY_SAMPLES = 400
 
 
 def _bar(desc: str, total: int | None):
+    """A progress bar; redrawn rarely when stderr is a log, not a terminal."""
     return tqdm(
         total=total,
         desc=desc,
         unit="tok",
         unit_scale=True,
         dynamic_ncols=True,
-        mininterval=1.0,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
     )
 
 
@@ -63,6 +65,8 @@ def throughput(runner: Runner, sizes: Sizes) -> dict:
     """P1: output tok/s of many short requests (the sink caches never fill)."""
     n, prompt_len, output = sizes.p1_requests, sizes.p1_prompt, sizes.p1_output
     prompts = _prompts(n, prompt_len, 1000, runner.vocab)
+    stats = getattr(runner.scheduler, "sink_stats", None)  # plugin engines only
+    evicted = stats.evicted_blocks if stats else None
     log = StepLog()
     streams = [runner.add(p, output) for p in prompts]
     bar = _bar("P1", n * output)
@@ -72,6 +76,7 @@ def throughput(runner: Runner, sizes: Sizes) -> dict:
         "requests": n,
         "prompt": prompt_len,
         "output": output,
+        "evicted_blocks": stats.evicted_blocks - evicted if stats else None,
         "output_tokens": log.tokens[-1],
         "wall_s": round(log.t[-1], 3),
         "tok_s": _round(log.rate(0, log.last)),
@@ -137,6 +142,7 @@ def long_stream(runner: Runner, sizes: Sizes) -> dict:
     return {
         "tokens": tokens,
         "prompt": sizes.p2_prompt,
+        "cache_slots": sizes.fill_tokens(runner.block_size),
         "filled_at_tokens": log.tokens[start],
         "first_10pct_tok_s": _round(first),
         "last_10pct_tok_s": _round(last),
@@ -182,7 +188,8 @@ def dense(runner: Runner, sizes: Sizes) -> dict:
     prefill_steps = -(-sizes.p3_max_streams * context // runner.max_num_batched_tokens)
     limit = runner.engine.vllm_config.model_config.max_model_len - context - 1
     max_tokens = min(output + prefill_steps + 32, limit)
-    fit = runner.idle_free // -(-(context + max_tokens) // block)
+    # A little slack: vLLM must admit every stream at once.
+    fit = int(runner.idle_free * 0.97) // -(-(context + max_tokens) // block)
     n = min(sizes.p3_max_streams, fit)
     if n < 1 or max_tokens <= output:
         raise RuntimeError(f"no {context}-token stream fits (max_tokens {max_tokens})")
