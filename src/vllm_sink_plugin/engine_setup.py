@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from vllm_sink_plugin.config import StreamingSinkConfig, StreamingSinkConfigError
 
 SCHEDULER_CLS = "vllm_sink_plugin.core.scheduler.StreamingSinkScheduler"
+ASYNC_SCHEDULER_CLS = "vllm_sink_plugin.core.scheduler.StreamingSinkAsyncScheduler"
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -63,10 +64,11 @@ def apply_policy(vllm_config: VllmConfig) -> StreamingSinkConfig:
     from vllm_sink_plugin.key_mode import rotated_keys
 
     scheduler_config = vllm_config.scheduler_config
-    if scheduler_config.async_scheduling:
+    v2 = vllm_config.use_v2_model_runner
+    if scheduler_config.async_scheduling and not (v2 and rotated_keys()):
         raise StreamingSinkConfigError(
-            "--kv-policy sink does not support async scheduling yet; pass "
-            "--no-async-scheduling (the default with --kv-policy sink)"
+            "--kv-policy sink supports async scheduling with Model Runner V2 on "
+            "GPU only; pass --no-async-scheduling"
         )
     cache_dtype = vllm_config.cache_config.cache_dtype
     if rotated_keys() and cache_dtype not in ("auto", None):
@@ -79,11 +81,13 @@ def apply_policy(vllm_config: VllmConfig) -> StreamingSinkConfig:
             "--kv-policy sink with raw keys (CPU) needs Model Runner V1; unset "
             "VLLM_USE_V2_MODEL_RUNNER or set it to 0"
         )
-    scheduler_config.scheduler_cls = SCHEDULER_CLS
+    scheduler_config.scheduler_cls = (
+        ASYNC_SCHEDULER_CLS if scheduler_config.async_scheduling else SCHEDULER_CLS
+    )
     logger.info(
         "StreamingLLM policy: %d sink tokens (%d blocks) + window of %d tokens "
         "(%d blocks), block size %d, max_model_len %d, sink prefill chunks <= %d, "
-        "%s keys, model runner %s",
+        "%s keys, model runner %s, %s scheduling",
         sink.num_sink_tokens,
         sink.num_sink_blocks(block_size),
         sink.sink_window,
@@ -93,5 +97,6 @@ def apply_policy(vllm_config: VllmConfig) -> StreamingSinkConfig:
         sink.prefill_chunk(block_size),
         "rotated" if rotated_keys() else "raw",
         "V2" if vllm_config.use_v2_model_runner else "V1",
+        "async" if scheduler_config.async_scheduling else "synchronous",
     )
     return sink

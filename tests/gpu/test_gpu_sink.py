@@ -63,12 +63,14 @@ def _prompt_logprob_errors(llm, prompt, reference, **extra):
     return [abs(a - b) for a, b in zip(ours, reference, strict=True)]
 
 
-@pytest.mark.parametrize("runner", ["v2", "v1"])
+@pytest.mark.parametrize("runner", ["v2", "v2-sync", "v1"])
 def test_fp32_teacher_forced_matches_reference(
     tiny_llama, reference_logprobs, runner, monkeypatch
 ):
-    monkeypatch.setenv("VLLM_USE_V2_MODEL_RUNNER", "1" if runner == "v2" else "0")
-    with _engine(tiny_llama, enforce_eager=True, **FP32) as (llm, sched):
+    """V2 runs async scheduling (vLLM's default); V1 and "v2-sync" run sync."""
+    monkeypatch.setenv("VLLM_USE_V2_MODEL_RUNNER", "0" if runner == "v1" else "1")
+    sync = {"async_scheduling": False} if runner == "v2-sync" else {}
+    with _engine(tiny_llama, enforce_eager=True, **FP32, **sync) as (llm, sched):
         start_free = sched.kv_cache_manager.block_pool.get_num_free_blocks()
         errors = _prompt_logprob_errors(llm, PROMPT, reference_logprobs)
         assert sched.kv_cache_manager.block_pool.get_num_free_blocks() == start_free

@@ -30,16 +30,20 @@ the views in place of the sinks::
     KV manager:   [ sink | w3 | w4 | w5 ]        views: [ v ]
     worker row:   [ v    | w3 | w4 | w5 ]        sink_views[req] = (E, [sink], [v])
 
-Model Runner V2 cannot replace a running request's row, so there an evicted
-request is re-sent as a new request (the path V2 takes after preemption)
-with its compacted tokens and row.
+Model Runner V2 applies the same message on the device (its token row and
+lengths live there; with async scheduling the GPU holds the last sampled
+token), see ``vllm_sink_plugin.worker.evictions_v2``.
+:class:`StreamingSinkAsyncScheduler` is the same policy over vLLM's
+``AsyncScheduler`` (V2 only): eviction counts only tokens whose step has
+come back (``num_computed_tokens - num_in_flight_tokens``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from vllm.v1.core.sched.output import NewRequestData, SchedulerOutput
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
@@ -383,8 +387,6 @@ class StreamingSinkScheduler(Scheduler):
                 for req_id in [*evictions, *sent_whole]
                 if req_id in self._sink_shifts
             }
-            if self.use_v2_model_runner and evictions:
-                self._resend_as_new(output, evictions)
         for req_id in output.num_scheduled_tokens:
             if req_id in self._sink_requests:
                 held = self._num_blocks_held(req_id)
@@ -414,41 +416,6 @@ class StreamingSinkScheduler(Scheduler):
         shift = self._sink_shifts.get(req_id)
         views = len(shift.views) if shift is not None else 0
         return len(manager.req_to_blocks.get(req_id, ())) + views
-
-    def _resend_as_new(self, output: SchedulerOutput, req_ids) -> None:
-        """Model Runner V2: an evicted request is re-added with its new state.
-
-        V2 keeps a request's tokens in a device row it only appends to, and
-        has no "replace this running request's row"; re-adding (what V2 does
-        after a preemption) rewrites tokens, row and ``num_computed_tokens``.
-        """
-        cached = output.scheduled_cached_reqs
-        keep = [i for i, req_id in enumerate(cached.req_ids) if req_id not in req_ids]
-        for i, req_id in enumerate(cached.req_ids):
-            if req_id not in req_ids:
-                continue
-            request = self.requests[req_id]
-            new = NewRequestData.from_request(
-                request,
-                self._worker_row(req_id),
-                prefill_token_ids=list(request._all_token_ids),
-            )
-            # The count the step starts from (the request's own has moved on).
-            new.num_computed_tokens = cached.num_computed_tokens[i]
-            output.scheduled_new_reqs.append(new)
-            cached.resumed_req_ids.discard(req_id)
-            cached.all_token_ids.pop(req_id, None)
-        full = len(cached.req_ids)
-        for name in (
-            "req_ids",
-            "new_block_ids",
-            "num_computed_tokens",
-            "num_output_tokens",
-            "new_token_ids",
-        ):
-            values = getattr(cached, name)
-            if len(values) == full:
-                setattr(cached, name, [values[i] for i in keep])
 
     def make_stats(self, *args, **kwargs):
         stats = super().make_stats(*args, **kwargs)
@@ -512,3 +479,7 @@ class StreamingSinkScheduler(Scheduler):
         self._sink_pending.pop(request.request_id, None)
         self._sink_evicted_outputs.pop(request.request_id, None)
         return super()._free_request(request, *args, **kwargs)
+
+
+class StreamingSinkAsyncScheduler(StreamingSinkScheduler, AsyncScheduler):
+    """The sink policy over vLLM's ``AsyncScheduler`` (Model Runner V2)."""

@@ -54,6 +54,11 @@ class RopeOffsets:
         self.table = table
         self.kv_caches = kv_caches
         self.offsets: dict[str, int] = {}
+        self.writer = None
+        if kv_caches[0].is_cuda:
+            from vllm_sink_plugin.worker.view_kernel import ViewWriter
+
+            self.writer = ViewWriter(kv_caches, table.rotary_dim, table.is_neox)
 
     def update(self, sink_views: dict | None, new_req_ids, finished_req_ids) -> None:
         """Applies one scheduler output: resets, new offsets, view copies."""
@@ -80,6 +85,9 @@ class RopeOffsets:
         src = torch.tensor(sinks, dtype=torch.long, device=device)
         dst = torch.tensor(views, dtype=torch.long, device=device)
         cos, sin = self.table.angles(torch.tensor(offsets, device=device))
+        if self.writer is not None:  # CUDA: one launch for all layers
+            self.writer.write(src, dst, cos, sin)
+            return
         cos, sin = cos[:, None, None, :], sin[:, None, None, :]
         rot = self.table.rotary_dim
         for cache in self.kv_caches:

@@ -122,11 +122,20 @@ def _from_cli_args(original):
     return from_cli_args
 
 
+def _async_capable() -> bool:
+    """Rotated keys on Model Runner V2 (vLLM's default there) run async steps."""
+    import os
+
+    from vllm_sink_plugin.key_mode import rotated_keys
+
+    return rotated_keys() and os.environ.get("VLLM_USE_V2_MODEL_RUNNER") != "0"
+
+
 def _create_engine_config(original):
     def create_engine_config(self, *args, **kwargs):
         sink = StreamingSinkConfig.from_mapping(self.additional_config)
-        if sink.enabled and self.async_scheduling is None:
-            # The scheduler edits requests between steps: synchronous steps.
+        if sink.enabled and self.async_scheduling is None and not _async_capable():
+            # Raw keys (CPU) and Model Runner V1 need synchronous steps.
             self.async_scheduling = False
         vllm_config = original(self, *args, **kwargs)
         from vllm_sink_plugin.engine_setup import apply_policy

@@ -2,27 +2,28 @@
 """Model Runner V2: RoPE at in-cache positions over keys rotated once.
 
 Target:      vllm.v1.worker.gpu.model_runner.GPUModelRunner.{load_model,
-             add_requests, update_requests, prepare_attn, sample}
+             update_requests, prepare_attn, sample}
 Process:     worker
 vLLM:        ==0.32.0 (verified 0.32.0, CUDA build, H100)
-Why:         V2 is vLLM's default GPU runner. A sink request runs in cache
-             coordinates (the scheduler re-adds it with compacted tokens and
-             block row after each eviction), so V2's positions are cache
-             positions: right for the slot mapping, but RoPE must see
-             ``position + E`` (E = tokens evicted) so that keys cached once
-             keep their distances, and the sampler's per-position random
-             stream must not repeat every block.
+Why:         V2 is vLLM's default GPU runner. It only ever appends to a
+             running request's token row, lengths and block row, and with
+             async scheduling the GPU (not the scheduler) holds the last
+             sampled token. A sink request runs in cache coordinates, so V2's
+             positions are cache positions: right for the slot mapping, but
+             RoPE must see ``position + E`` (E = tokens evicted) so that keys
+             cached once keep their distances, and the sampler's
+             per-position random stream must not repeat every block.
 How:         ``load_model``: after the original, every attention block's
              rotary reads a per-step cos/sin table (OffsetRotary; the model
              is otherwise unchanged, so torch.compile and CUDA graphs stay).
-             ``update_requests``: after the original, apply ``sink_views``
-             (offsets; sink blocks copied into view blocks, keys turned by
-             E). ``add_requests``: a request re-added after an eviction keeps
-             the prompt logprobs of its earlier chunks. ``prepare_attn``:
-             after the original (slot mappings use cache positions), fill the
-             table. ``sample``: positions + E
-             first. Nothing changes unless additional_config kv_policy is
-             "sink".
+             ``update_requests``: before the original, compact the evicted
+             requests on the device (tokens shifted, lengths lowered, block
+             row overwritten; worker/evictions_v2.py); after it, apply
+             ``sink_views`` (offsets; sink blocks copied into view blocks with
+             keys turned by E, one Triton launch). ``prepare_attn``: after
+             the original (slot mappings use cache positions), fill the
+             table. ``sample``: positions + E first. Nothing changes unless
+             additional_config kv_policy is "sink".
 Upstream:    none yet: needs "shift a running request's RoPE positions" in V2.
 Remove when: vLLM supports StreamingLLM-style caches natively.
 Tests:       tests/gpu/test_gpu_sink.py
@@ -46,34 +47,16 @@ def _load_model(original):
     return load_model
 
 
-def _add_requests(original):
-    def add_requests(self, scheduler_output):
-        evicted = getattr(scheduler_output, "sink_evictions", None)
-        worker = getattr(self, "prompt_logprobs_worker", None)
-        kept = {}
-        if evicted and worker is not None:
-            # Chunks are appended in order, so the list stays absolute.
-            kept = {
-                req_id: worker.in_progress_prompt_logprobs[req_id]
-                for req_id in evicted
-                if req_id in worker.in_progress_prompt_logprobs
-            }
-        result = original(self, scheduler_output)
-        for req_id, chunks in kept.items():
-            if req_id in worker.in_progress_prompt_logprobs:
-                worker.in_progress_prompt_logprobs[req_id] = chunks
-        return result
-
-    return add_requests
-
-
 def _update_requests(original):
     def update_requests(self, scheduler_output):
-        result = original(self, scheduler_output)
-        if _enabled(self):
-            from vllm_sink_plugin.worker.rope_offsets import apply_output
+        if not _enabled(self):
+            return original(self, scheduler_output)
+        from vllm_sink_plugin.worker.evictions_v2 import apply_evictions_v2
+        from vllm_sink_plugin.worker.rope_offsets import apply_output
 
-            apply_output(self, scheduler_output)
+        apply_evictions_v2(self, scheduler_output)
+        result = original(self, scheduler_output)
+        apply_output(self, scheduler_output)
         return result
 
     return update_requests
@@ -121,7 +104,6 @@ def apply() -> None:
     except ImportError:  # a build without Model Runner V2
         return
     wrap_attribute(GPUModelRunner, "load_model", _load_model)
-    wrap_attribute(GPUModelRunner, "add_requests", _add_requests)
     wrap_attribute(GPUModelRunner, "update_requests", _update_requests)
     wrap_attribute(GPUModelRunner, "prepare_attn", _prepare_attn)
     wrap_attribute(GPUModelRunner, "sample", _sample)

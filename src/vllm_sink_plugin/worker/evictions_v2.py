@@ -1,0 +1,71 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Model Runner V2's half of an eviction: compact the request in place.
+
+V2 keeps each request's tokens in a device row and its lengths in device
+tensors that the GPU itself advances after sampling (with async scheduling
+the scheduler does not know the last sampled token yet). So the eviction
+``(start, count, revealed)`` is applied on the device, in stream order after
+the previous step wrote its token::
+
+    row before:  [ sinks | evicted (count) | kept ... | last sampled ]
+    row after:   [ sinks | kept ... | last sampled ]           total_len -= count
+                 (+ ``revealed`` prompt tokens appended during a long prompt)
+
+``num_computed_tokens`` (device) drops by ``count``; prompt and prefill
+lengths (host + device mirrors) drop by the evicted part of each; the block
+row is overwritten with the scheduler's full row (views in front).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _evicted_below(length: int, start: int, count: int) -> int:
+    """How many of ``[start, start + count)`` lie below ``length``."""
+    return min(max(length - start, 0), count)
+
+
+def apply_evictions_v2(runner, scheduler_output) -> None:
+    """Applies ``scheduler_output.sink_evictions`` to V2's request state.
+
+    Must run before V2's ``update_requests``: the evicted requests' block
+    rows are written here (overwrite) and taken out of the append path.
+    """
+    evictions = getattr(scheduler_output, "sink_evictions", None)
+    if not evictions:
+        return
+    states = runner.req_states
+    cached = scheduler_output.scheduled_cached_reqs
+    rows = {}
+    new_block_ids = list(cached.new_block_ids)
+    for i, req_id in enumerate(cached.req_ids):
+        if req_id in evictions:
+            rows[req_id], new_block_ids[i] = new_block_ids[i], None
+    cached.new_block_ids = new_block_ids
+    tokens = states.all_token_ids.gpu
+    width = tokens.shape[1]
+    for req_id, (start, count, revealed) in evictions.items():
+        idx = states.req_id_to_index[req_id]
+        prompt_len = int(states.prompt_len.np[idx])
+        prefill_len = int(states.prefill_len.np[idx])
+        if count:
+            row = tokens[idx]
+            row[start : width - count] = row[start + count :].clone()
+            states.total_len.gpu[idx] -= count
+            states.num_computed_tokens.gpu[idx] -= count
+            prompt_len -= _evicted_below(prompt_len, start, count)
+            prefill_len -= _evicted_below(prefill_len, start, count)
+        if revealed:
+            # A long prompt's next part (no output yet: it goes at the end).
+            more = torch.tensor(revealed, dtype=tokens.dtype).to(tokens.device)
+            tokens[idx, prompt_len : prompt_len + len(revealed)] = more
+            states.total_len.gpu[idx] += len(revealed)
+            prompt_len += len(revealed)
+            prefill_len += len(revealed)
+        states.prompt_len.np[idx] = prompt_len
+        states.prefill_len.np[idx] = prefill_len
+        if rows.get(req_id) is not None:
+            runner.block_tables.append_block_ids(idx, rows[req_id], overwrite=True)
+    states.prompt_len.copy_to_uva()
+    states.prefill_len.copy_to_uva()

@@ -1,0 +1,109 @@
+# SPDX-License-Identifier: Apache-2.0
+"""One Triton launch that writes every layer's sink views.
+
+For each (layer, view block, KV head) program: read the sink block's
+``[block_size, 2D]`` slots, turn the first ``rotary_dim`` key dimensions by
+the view's angles, copy the rest (values, unrotated key dims) and store into
+the view block. Layers are reached through a table of base pointers, so the
+cost is one launch per step whatever the depth of the model::
+
+    cache[layer][view, head, slot, :rot]  = turn(cache[layer][sink, head, slot, :rot])
+    cache[layer][view, head, slot, rot:]  =      cache[layer][sink, head, slot, rot:]
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+_DTYPES = {
+    torch.bfloat16: tl.bfloat16,
+    torch.float16: tl.float16,
+    torch.float32: tl.float32,
+}
+
+
+@triton.jit
+def _turn_views_kernel(
+    cache_ptrs,  # [num_layers] int64 base pointers
+    sink_ids,  # [num_views] int64 block ids to read
+    view_ids,  # [num_views] int64 block ids to write
+    cos_ptr,  # [num_views, ROT // 2] float32
+    sin_ptr,
+    stride_block,
+    stride_head,
+    stride_slot,
+    BLOCK: tl.constexpr,
+    WIDTH: tl.constexpr,  # 2 * head_size
+    PAD: tl.constexpr,  # next power of two >= WIDTH
+    ROT: tl.constexpr,
+    NEOX: tl.constexpr,
+    DTYPE: tl.constexpr,
+):
+    layer = tl.program_id(0)
+    view = tl.program_id(1)
+    head = tl.program_id(2)
+    base = tl.cast(tl.load(cache_ptrs + layer), tl.pointer_type(DTYPE))
+    src = tl.load(sink_ids + view) * stride_block + head * stride_head
+    dst = tl.load(view_ids + view) * stride_block + head * stride_head
+    slots = tl.arange(0, BLOCK)[:, None] * stride_slot
+    cols = tl.arange(0, PAD)[None, :]
+    inside = (cols < WIDTH) & (slots >= 0)
+    x = tl.load(base + src + slots + cols, mask=inside, other=0.0).to(tl.float32)
+    half: tl.constexpr = ROT // 2
+    if NEOX:
+        low = cols < half
+        pair = tl.where(low, cols, cols - half)
+        partner = tl.where(low, cols + half, cols - half)
+        sign = tl.where(low, -1.0, 1.0)
+    else:
+        pair = cols // 2
+        partner = cols ^ 1
+        sign = tl.where(cols % 2 == 0, -1.0, 1.0)
+    turned = (cols < ROT) & (slots >= 0)
+    other = tl.load(base + src + slots + partner, mask=turned, other=0.0)
+    cos = tl.load(cos_ptr + view * half + pair, mask=cols < ROT, other=1.0)
+    sin = tl.load(sin_ptr + view * half + pair, mask=cols < ROT, other=0.0)
+    y = tl.where(turned, x * cos + sign * other.to(tl.float32) * sin, x)
+    tl.store(base + dst + slots + cols, y.to(DTYPE), mask=inside)
+
+
+class ViewWriter:
+    """Writes sink views into a fixed list of same-shaped layer caches."""
+
+    def __init__(self, kv_caches: list[torch.Tensor], rotary_dim: int, is_neox: bool):
+        first = kv_caches[0]
+        for cache in kv_caches:
+            if cache.shape != first.shape or cache.stride() != first.stride():
+                raise ValueError("--kv-policy sink needs same-shaped layer caches")
+            if cache.dtype != first.dtype or cache.stride(-1) != 1:
+                raise ValueError("--kv-policy sink needs unit-stride KV slots")
+        self.ptrs = torch.tensor(
+            [cache.data_ptr() for cache in kv_caches],
+            dtype=torch.int64,
+            device=first.device,
+        )
+        _, self.num_heads, self.block_size, self.width = first.shape
+        self.strides = first.stride()[:3]
+        self.dtype = _DTYPES[first.dtype]
+        self.rotary_dim = rotary_dim
+        self.is_neox = is_neox
+
+    def write(self, sinks, views, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        """``sinks``/``views``: int64 ``[n]``; ``cos``/``sin``: ``[n, rot/2]`` fp32."""
+        grid = (self.ptrs.shape[0], sinks.shape[0], self.num_heads)
+        _turn_views_kernel[grid](
+            self.ptrs,
+            sinks,
+            views,
+            cos.contiguous(),
+            sin.contiguous(),
+            *self.strides,
+            BLOCK=self.block_size,
+            WIDTH=self.width,
+            PAD=triton.next_power_of_2(self.width),
+            ROT=self.rotary_dim,
+            NEOX=self.is_neox,
+            DTYPE=self.dtype,
+        )
