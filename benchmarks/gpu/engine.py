@@ -370,6 +370,9 @@ def engine_kwargs(
             "num_sink_tokens": sizes.num_sink_tokens,
             "sink_window": sizes.sink_window,
         }
+    scheduling = os.environ.get("SINK_BENCH_SCHEDULING")  # "sync" / "async"
+    if scheduling:
+        kwargs["async_scheduling"] = scheduling == "async"
     return kwargs
 
 
