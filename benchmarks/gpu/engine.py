@@ -371,7 +371,7 @@ def engine_kwargs(
             "sink_window": sizes.sink_window,
         }
     scheduling = os.environ.get("SINK_BENCH_SCHEDULING")  # "sync" / "async"
-    if scheduling:
+    if scheduling and spec.sink:  # the plugin side only; stock keeps defaults
         kwargs["async_scheduling"] = scheduling == "async"
     return kwargs
 

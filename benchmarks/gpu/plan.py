@@ -129,7 +129,7 @@ SIZES: dict[str, Sizes] = {
     "small": dataclasses.replace(
         _FULL,
         p2_tokens=8192,
-        long_tokens=32768,
+        long_tokens=16384,
         p4_recompute_steps=(32, 8),
         p4_plugin_tokens=256,
         soak_seconds=90,

@@ -34,8 +34,9 @@ Model Runner V2 applies the same message on the device (its token row and
 lengths live there; with async scheduling the GPU holds the last sampled
 token), see ``vllm_sink_plugin.worker.evictions_v2``.
 :class:`StreamingSinkAsyncScheduler` is the same policy over vLLM's
-``AsyncScheduler`` (V2 only): eviction counts only tokens whose step has
-come back (``num_computed_tokens - num_in_flight_tokens``).
+``AsyncScheduler`` (V2 only): eviction before a step counts every token
+scheduled before it, the step still in flight included, exactly as the
+synchronous scheduler (and the reference) do.
 """
 
 from __future__ import annotations
@@ -310,8 +311,10 @@ class StreamingSinkScheduler(Scheduler):
 
     def _evict(self, request: Request, window: SinkWindow) -> None:
         """Rolls the window of one request before its next chunk."""
-        processed = request.num_computed_tokens - request.num_in_flight_tokens
-        count = window.num_tokens_to_evict(processed)
+        # With async scheduling this counts the step still in flight: its
+        # keys are written before the next step runs (one CUDA stream), and
+        # the reference evicts before every chunk counting all earlier ones.
+        count = window.num_tokens_to_evict(request.num_computed_tokens)
         if count == 0:
             return
         start = window.num_sink_slots
