@@ -290,10 +290,13 @@ class StreamingSinkScheduler(Scheduler):
             request = self.requests.get(req_id)
             if request is None or request.is_finished():
                 continue
+            pending = req_id in self._sink_pending
+            if not pending and request.num_tokens - request.num_computed_tokens < 2:
+                continue  # decoding: one token, which always has room
             # Keeps the chunk's positions below max_model_len and, while a
             # prompt tail is pending, the chunk short of the visible prompt's
             # end (or the worker would sample a token there).
-            spare = 2 if req_id in self._sink_pending else 1
+            spare = 2 if pending else 1
             room = self.max_model_len - spare - request.num_computed_tokens
             end = request.num_computed_tokens + max(min(sink.max_chunk, room), 0)
             if request.num_tokens > end:
@@ -390,7 +393,11 @@ class StreamingSinkScheduler(Scheduler):
                 for req_id in [*evictions, *sent_whole]
                 if req_id in self._sink_shifts
             }
-        for req_id in output.num_scheduled_tokens:
+        # A request's block count changes only when it gets blocks.
+        grown = [
+            r for r, b in zip(cached.req_ids, cached.new_block_ids, strict=True) if b
+        ]
+        for req_id in [*grown, *sent_whole]:
             if req_id in self._sink_requests:
                 held = self._num_blocks_held(req_id)
                 self.sink_stats.max_blocks_held = max(

@@ -58,7 +58,9 @@ def apply_evictions_v2(runner, scheduler_output) -> None:
             prefill_len -= _evicted_below(prefill_len, start, count)
         if revealed:
             # A long prompt's next part (no output yet: it goes at the end).
-            more = torch.tensor(revealed, dtype=tokens.dtype).to(tokens.device)
+            more = torch.tensor(revealed, dtype=tokens.dtype)
+            if tokens.is_cuda:  # no stream sync: pinned and non-blocking
+                more = more.pin_memory().to(tokens.device, non_blocking=True)
             tokens[idx, prompt_len : prompt_len + len(revealed)] = more
             states.total_len.gpu[idx] += len(revealed)
             prompt_len += len(revealed)

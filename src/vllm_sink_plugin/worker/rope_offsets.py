@@ -47,6 +47,18 @@ def check_layout(kv_caches: list[torch.Tensor], head_size: int) -> None:
             )
 
 
+def _to_device(values, device: torch.device) -> torch.Tensor:
+    """int64 host values on ``device`` without a stream sync (pinned on CUDA).
+
+    A blocking host-to-device copy would wait for the step in flight and undo
+    async scheduling's overlap.
+    """
+    host = torch.as_tensor(np.asarray(values, dtype=np.int64))
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
+
+
 class RopeOffsets:
     """Per-request offsets of one worker, and what they drive each step."""
 
@@ -82,9 +94,8 @@ class RopeOffsets:
     def rotate_views(self, sinks: list[int], views: list[int], offsets: list[int]):
         """``cache[view] = cache[sink]`` with keys turned by each block's offset."""
         device = self.table.table.device
-        src = torch.tensor(sinks, dtype=torch.long, device=device)
-        dst = torch.tensor(views, dtype=torch.long, device=device)
-        cos, sin = self.table.angles(torch.tensor(offsets, device=device))
+        src, dst, by = (_to_device(x, device) for x in (sinks, views, offsets))
+        cos, sin = self.table.angles(by)
         if self.writer is not None:  # CUDA: one launch for all layers
             self.writer.write(src, dst, cos, sin)
             return
@@ -115,9 +126,7 @@ class RopeOffsets:
         per_token = np.zeros(num_rows, dtype=np.int64)
         tokens = np.repeat(per_req, num_scheduled[: len(req_ids)])
         per_token[: tokens.shape[0]] = tokens
-        return torch.from_numpy(per_token).to(
-            self.table.table.device, non_blocking=True
-        )
+        return _to_device(per_token, self.table.table.device)
 
     def prepare(self, positions: torch.Tensor, offsets: torch.Tensor | None) -> None:
         """Fills the RoPE table from this step's cache ``positions``."""
