@@ -114,6 +114,11 @@ class OffsetRopeTable:
         """
         num_tokens = cache_positions.shape[0]
         rows = self.table[:num_tokens]
+        if offsets is not None and rows.is_cuda:  # one launch
+            from vllm_sink_plugin.attention.rope_table_kernel import fill_table
+
+            fill_table(self.stock, rows, cache_positions, offsets, self.frequencies)
+            return
         torch.index_select(self.stock, 0, cache_positions, out=rows)
         if offsets is None:
             return

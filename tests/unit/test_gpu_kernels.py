@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The Triton sink-view kernel, run by Triton's interpreter on the CPU.
+"""The plugin's Triton kernels, run by Triton's interpreter on the CPU.
 
-Checked against the PyTorch path (``turn`` on gathered blocks): NeoX and
-GPT-J pairing, partial rotary, fp32 and bf16, the source blocks untouched.
+The sink-view writer is checked against the PyTorch path (``turn`` on
+gathered blocks: NeoX and GPT-J pairing, partial rotary, fp32 and bf16, the
+source blocks untouched); the RoPE-table fill against float64 angles.
 """
 
 import subprocess
@@ -53,5 +54,43 @@ SCRIPT = textwrap.dedent(
 def test_view_kernel_matches_pytorch_under_the_interpreter():
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+
+
+TABLE_SCRIPT = textwrap.dedent(
+    """
+    import os
+    os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+    from vllm_sink_plugin.attention.rope_table_kernel import fill_table
+
+    half = 32
+    freqs = 1.0 / 10000.0 ** (torch.arange(0, 2 * half, 2, dtype=torch.float64) / 64)
+    freqs = freqs.float().double()  # the fp32 frequencies vLLM's tables use
+    angles = torch.arange(4096, dtype=torch.float64)[:, None] * freqs
+    stock = torch.cat((angles.cos(), angles.sin()), -1).float()
+    positions = torch.tensor([0, 5, 37, 4000])
+    offsets = torch.tensor([0, 16, 4096, 10**9])
+    want = (positions + offsets).double()[:, None] * freqs
+    want = torch.cat((want.cos(), want.sin()), -1)
+    for dtype, tol in ((torch.float32, 1e-6), (torch.bfloat16, 1e-2)):
+        table = torch.zeros(8, 2 * half, dtype=dtype)
+        fill_table(stock.to(dtype), table, positions, offsets, freqs)
+        err = (table[:4].double() - want).abs().max().item()
+        assert err <= tol, (dtype, err)
+        assert not table[4:].any()
+    print("OK")
+    """
+)
+
+
+def test_rope_table_kernel_turns_rows_by_large_offsets():
+    """Row t = angle of (position + E) even for E = 1e9 (float64 reduction)."""
+    result = subprocess.run(
+        [sys.executable, "-c", TABLE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
