@@ -63,20 +63,21 @@ def apply_policy(vllm_config: VllmConfig) -> StreamingSinkConfig:
     logger = init_logger(__name__)
     from vllm_sink_plugin.key_mode import rotated_keys
 
+    rotated = rotated_keys()
     scheduler_config = vllm_config.scheduler_config
     v2 = vllm_config.use_v2_model_runner
-    if scheduler_config.async_scheduling and not (v2 and rotated_keys()):
+    if scheduler_config.async_scheduling and not (v2 and rotated):
         raise StreamingSinkConfigError(
             "--kv-policy sink supports async scheduling with Model Runner V2 on "
             "GPU only; pass --no-async-scheduling"
         )
     cache_dtype = vllm_config.cache_config.cache_dtype
-    if rotated_keys() and cache_dtype not in ("auto", None):
+    if rotated and cache_dtype not in ("auto", None):
         raise StreamingSinkConfigError(
             f"--kv-policy sink turns cached sink keys and needs an unquantized "
             f"KV cache; got --kv-cache-dtype {cache_dtype}"
         )
-    if vllm_config.use_v2_model_runner and not rotated_keys():
+    if v2 and not rotated:
         raise StreamingSinkConfigError(
             "--kv-policy sink with raw keys (CPU) needs Model Runner V1; unset "
             "VLLM_USE_V2_MODEL_RUNNER or set it to 0"
@@ -95,8 +96,8 @@ def apply_policy(vllm_config: VllmConfig) -> StreamingSinkConfig:
         block_size,
         max_model_len,
         sink.prefill_chunk(block_size),
-        "rotated" if rotated_keys() else "raw",
-        "V2" if vllm_config.use_v2_model_runner else "V1",
+        "rotated" if rotated else "raw",
+        "V2" if v2 else "V1",
         "async" if scheduler_config.async_scheduling else "synchronous",
     )
     return sink

@@ -148,6 +148,7 @@ class OffsetRotary(nn.Module):
 
     def __init__(self, table: OffsetRopeTable):
         super().__init__()
+        self.table = table
         self.twin = table.rotary
         self.register_buffer(
             "token_index",
@@ -178,7 +179,7 @@ def install_offset_rope(model: nn.Module, max_num_tokens: int) -> OffsetRopeTabl
             continue
         rotary = getattr(module, "rotary_emb", None)
         if isinstance(rotary, OffsetRotary):
-            return rotary.table_owner
+            return rotary.table
         if rotary is None:
             raise ValueError(f"--kv-policy sink needs RoPE; {name} has none")
         if table is None:
@@ -187,9 +188,7 @@ def install_offset_rope(model: nn.Module, max_num_tokens: int) -> OffsetRopeTabl
             raise ValueError(
                 f"--kv-policy sink needs one RoPE for all layers; {name} differs"
             )
-        wrapper = OffsetRotary(table)
-        wrapper.table_owner = table
-        module.rotary_emb = wrapper
+        module.rotary_emb = OffsetRotary(table)
     if table is None:
         raise ValueError(
             "--kv-policy sink found no RoPE attention layer (rotary_emb + attn) "

@@ -18,7 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-_DTYPES = {
+# torch dtype -> Triton dtype of the caches and tables the kernels write.
+TRITON_DTYPES = {
     torch.bfloat16: tl.bfloat16,
     torch.float16: tl.float16,
     torch.float32: tl.float32,
@@ -71,5 +72,5 @@ def fill_table(
         HALF=half,
         PAD=triton.next_power_of_2(half),
         TWO_PI=2 * math.pi,
-        DTYPE=_DTYPES[table.dtype],
+        DTYPE=TRITON_DTYPES[table.dtype],
     )

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import torch
 
+from vllm_sink_plugin.core.window import split_removal
+
 
 def _evicted_below(length: int, start: int, count: int) -> int:
     """How many of ``[start, start + count)`` lie below ``length``."""
-    return min(max(length - start, 0), count)
+    (_, below), _ = split_removal(length, start, count)
+    return below
 
 
 def apply_evictions_v2(runner, scheduler_output) -> None:

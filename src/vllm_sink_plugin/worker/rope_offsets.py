@@ -110,6 +110,21 @@ class RopeOffsets:
             keys.copy_(turned)
             cache[dst] = blocks
 
+    def prepare(
+        self, req_ids, num_scheduled: np.ndarray, positions: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Fills the RoPE table for a step; returns its token offsets (or None).
+
+        Args:
+            req_ids: the batch's requests, in batch order.
+            num_scheduled: tokens of each, same order.
+            positions: the step's cache positions, padding included.
+        """
+        offsets = self.token_offsets(req_ids, num_scheduled, positions.shape[0])
+        with record_function(PROFILE_TABLE):
+            self.table.fill(positions, offsets)
+        return offsets
+
     def token_offsets(
         self, req_ids, num_scheduled: np.ndarray, num_rows: int
     ) -> torch.Tensor | None:
@@ -127,11 +142,6 @@ class RopeOffsets:
         tokens = np.repeat(per_req, num_scheduled[: len(req_ids)])
         per_token[: tokens.shape[0]] = tokens
         return _to_device(per_token, self.table.table.device)
-
-    def prepare(self, positions: torch.Tensor, offsets: torch.Tensor | None) -> None:
-        """Fills the RoPE table from this step's cache ``positions``."""
-        with record_function(PROFILE_TABLE):
-            self.table.fill(positions, offsets)
 
 
 def install(runner, positions: torch.Tensor) -> None:

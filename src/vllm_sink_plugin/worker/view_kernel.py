@@ -17,11 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-_DTYPES = {
-    torch.bfloat16: tl.bfloat16,
-    torch.float16: tl.float16,
-    torch.float32: tl.float32,
-}
+from vllm_sink_plugin.attention.rope_table_kernel import TRITON_DTYPES
 
 
 @triton.jit
@@ -86,7 +82,7 @@ class ViewWriter:
         )
         _, self.num_heads, self.block_size, self.width = first.shape
         self.strides = first.stride()[:3]
-        self.dtype = _DTYPES[first.dtype]
+        self.dtype = TRITON_DTYPES[first.dtype]
         self.rotary_dim = rotary_dim
         self.is_neox = is_neox
 

@@ -81,11 +81,12 @@ def _prepare_inputs(original):
         if _rotated(self):
             from vllm_sink_plugin.worker.rope_offsets import offsets_of
 
-            state = offsets_of(self)
             num_tokens = scheduler_output.total_num_scheduled_tokens
-            req_ids = self.input_batch.req_ids[: len(num_scheduled_tokens)]
-            offsets = state.token_offsets(req_ids, num_scheduled_tokens, num_tokens)
-            state.prepare(self.positions[:num_tokens], offsets)
+            offsets_of(self).prepare(
+                self.input_batch.req_ids[: len(num_scheduled_tokens)],
+                num_scheduled_tokens,
+                self.positions[:num_tokens],
+            )
         return result
 
     return _prepare_inputs

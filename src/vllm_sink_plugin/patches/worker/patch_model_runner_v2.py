@@ -68,14 +68,11 @@ def _prepare_attn(original):
         if _enabled(self):
             from vllm_sink_plugin.worker.rope_offsets import offsets_of
 
-            state = offsets_of(self)
-            offsets = state.token_offsets(
+            self._sink_step_offsets = offsets_of(self).prepare(
                 input_batch.req_ids,
                 input_batch.num_scheduled_tokens,
-                input_batch.num_tokens_after_padding,
+                input_batch.positions,  # num_tokens_after_padding entries
             )
-            state.prepare(input_batch.positions, offsets)
-            self._sink_step_offsets = offsets
         return result
 
     return prepare_attn
