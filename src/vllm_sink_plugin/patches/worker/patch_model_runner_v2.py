@@ -22,11 +22,14 @@ How:         ``load_model``: after the original, every attention block's
              ``sink_views`` (offsets; sink blocks copied into view blocks with
              keys turned by E, one Triton launch). ``prepare_attn``: after
              the original (slot mappings use cache positions), fill the
-             table. ``sample``: positions + E first. Nothing changes unless
+             table. ``sample``: positions + E for the sampler, back to cache
+             positions after it (padding rows of a later, smaller batch
+             reuse the buffer; H100 crash with E past the model's RoPE
+             table, 2026-11-27). Nothing changes unless
              additional_config kv_policy is "sink".
 Upstream:    none yet: needs "shift a running request's RoPE positions" in V2.
 Remove when: vLLM supports StreamingLLM-style caches natively.
-Tests:       tests/gpu/test_gpu_sink.py
+Tests:       tests/gpu/test_gpu_sink.py, tests/unit/test_patch_model_runner_v2.py
 """
 
 from __future__ import annotations
@@ -81,16 +84,23 @@ def _prepare_attn(original):
 def _sample(original):
     def sample(self, hidden_states, input_batch, *args, **kwargs):
         offsets = getattr(self, "_sink_step_offsets", None)
-        if offsets is not None:
-            from torch.profiler import record_function
+        if offsets is None:
+            return original(self, hidden_states, input_batch, *args, **kwargs)
+        from torch.profiler import record_function
 
-            from vllm_sink_plugin.worker.rope_offsets import PROFILE_POSITIONS
+        from vllm_sink_plugin.worker.rope_offsets import PROFILE_POSITIONS
 
-            # The sampler's noise is keyed by position: absolute, not cache.
-            self._sink_step_offsets = None
-            with record_function(PROFILE_POSITIONS):
-                input_batch.positions.add_(offsets)
-        return original(self, hidden_states, input_batch, *args, **kwargs)
+        # The sampler's noise is keyed by position: absolute, not cache.
+        self._sink_step_offsets = None
+        with record_function(PROFILE_POSITIONS):
+            input_batch.positions.add_(offsets)
+        try:
+            return original(self, hidden_states, input_batch, *args, **kwargs)
+        finally:
+            # Back to cache positions in the runner's buffer: a later, smaller
+            # batch pads with these rows, and the RoPE table reads the stock
+            # row at every padded row's position (cache + E overflows it).
+            input_batch.positions.sub_(offsets)
 
     return sample
 
