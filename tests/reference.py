@@ -1,6 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """A plain-PyTorch StreamingLLM reference for Llama-family HF checkpoints.
 
+:class:`StreamingReference` is the schedule; :class:`StreamingLlamaReference`
+runs a Llama with its own attention code, and
+:class:`tests.reference_hf.StreamingHFReference` any RoPE family through
+transformers' own modeling code.
+
 Written from the paper, independent of the plugin: keys are cached *before*
 RoPE, and every forward rotates the whole cache to positions ``0 .. L-1``
 (sinks first, then the window, the chunk last), as mit-han-lab's
@@ -30,102 +35,43 @@ class StreamResult:
     top2: list[list[tuple[int, float]]] = field(default_factory=list)
 
 
-class StreamingLlamaReference:
-    """Runs one stream through a Llama with a sink + window cache."""
+class StreamingReference:
+    """The plugin's schedule over a cache of raw keys; subclasses run a model.
 
-    def __init__(
-        self,
-        model_dir,
-        *,
-        num_sink_tokens,
-        sink_window,
-        block_size,
-        dtype=torch.float32,
-    ):
-        from transformers import AutoModelForCausalLM
+    A subclass sets ``block_size``, ``sink_slots``, ``window_slots`` and
+    ``token_ids`` (the tokens whose KV is cached) and implements
+    :attr:`cache_len`, :meth:`drop` and :meth:`forward`.
+    """
 
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_dir, torch_dtype=dtype
-        ).eval()
-        cfg = self.model.config
-        self.num_heads = cfg.num_attention_heads
-        self.num_kv_heads = cfg.num_key_value_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or (
-            cfg.hidden_size // cfg.num_attention_heads
-        )
-        theta = getattr(cfg, "rope_theta", None) or cfg.rope_parameters["rope_theta"]
-        self.inv_freq = 1.0 / theta ** (
-            torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim
-        )
-        self.block_size = block_size
-        self.sink_slots = math.ceil(num_sink_tokens / block_size) * block_size
-        self.window_slots = math.ceil(sink_window / block_size) * block_size
-        self.num_layers = len(self.model.model.layers)
-        self.reset()
-
-    def reset(self) -> None:
-        """Empties the cache (what a preempted request starts from)."""
-        self.keys: list[torch.Tensor | None] = [None] * self.num_layers
-        self.values: list[torch.Tensor | None] = [None] * self.num_layers
-        self.token_ids: list[int] = []  # the tokens whose KV is cached
+    block_size: int
+    sink_slots: int
+    window_slots: int
+    token_ids: list[int]
 
     @property
     def cache_len(self) -> int:
-        return 0 if self.keys[0] is None else self.keys[0].shape[0]
+        raise NotImplementedError
 
-    def _rope(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        angles = positions.to(torch.float64)[:, None] * self.inv_freq[None, :]
-        emb = torch.cat((angles, angles), dim=-1)
-        cos = emb.cos().to(x.dtype)[:, None, :]
-        sin = emb.sin().to(x.dtype)[:, None, :]
-        return x * cos + rotate_half(x) * sin
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def drop(self, start: int, end: int) -> None:
+        """Removes cache slots ``start .. end-1`` from every layer."""
+        raise NotImplementedError
+
+    def forward(self, token_ids: list[int]) -> torch.Tensor:
+        """Appends a chunk to the cache; returns its logits ``[n, vocab]``."""
+        raise NotImplementedError
 
     def evict(self) -> int:
         """Drops whole blocks after the sinks while the window is too long."""
         dropped = 0
         while self.cache_len - self.sink_slots > self.window_slots:
             start, end = self.sink_slots, self.sink_slots + self.block_size
-            for i in range(len(self.keys)):
-                self.keys[i] = torch.cat((self.keys[i][:start], self.keys[i][end:]))
-                self.values[i] = torch.cat(
-                    (self.values[i][:start], self.values[i][end:])
-                )
+            self.drop(start, end)
             del self.token_ids[start:end]
             dropped += self.block_size
         return dropped
-
-    @torch.no_grad()
-    def forward(self, token_ids: list[int]) -> torch.Tensor:
-        """Appends a chunk to the cache; returns its logits ``[n, vocab]``."""
-        model = self.model.model
-        n, past = len(token_ids), self.cache_len
-        self.token_ids.extend(token_ids)
-        hidden = model.embed_tokens(torch.tensor(token_ids))
-        q_pos = torch.arange(past, past + n)
-        k_pos = torch.arange(past + n)
-        mask = k_pos[None, :] <= q_pos[:, None]
-        for i, layer in enumerate(model.layers):
-            attn = layer.self_attn
-            x = layer.input_layernorm(hidden)
-            q = attn.q_proj(x).view(n, self.num_heads, self.head_dim)
-            k = attn.k_proj(x).view(n, self.num_kv_heads, self.head_dim)
-            v = attn.v_proj(x).view(n, self.num_kv_heads, self.head_dim)
-            if self.keys[i] is None:
-                self.keys[i], self.values[i] = k, v
-            else:
-                self.keys[i] = torch.cat((self.keys[i], k))
-                self.values[i] = torch.cat((self.values[i], v))
-            keys = self._rope(self.keys[i], k_pos)
-            q = self._rope(q, q_pos)
-            group = self.num_heads // self.num_kv_heads
-            keys = keys.repeat_interleave(group, dim=1)
-            values = self.values[i].repeat_interleave(group, dim=1)
-            scores = torch.einsum("qhd,khd->hqk", q, keys) / math.sqrt(self.head_dim)
-            scores = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-            out = torch.einsum("hqk,khd->qhd", scores, values).reshape(n, -1)
-            hidden = hidden + attn.o_proj(out)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        return self.model.lm_head(model.norm(hidden)).float()
 
     def prefill(
         self,
@@ -184,3 +130,92 @@ class StreamingLlamaReference:
             else:
                 last = self.forward([token]).log_softmax(-1)[0]
         return result
+
+
+class StreamingLlamaReference(StreamingReference):
+    """Runs one stream through a Llama with a sink + window cache."""
+
+    def __init__(
+        self,
+        model_dir,
+        *,
+        num_sink_tokens,
+        sink_window,
+        block_size,
+        dtype=torch.float32,
+    ):
+        from transformers import AutoModelForCausalLM
+
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_dir, torch_dtype=dtype
+        ).eval()
+        cfg = self.model.config
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or (
+            cfg.hidden_size // cfg.num_attention_heads
+        )
+        theta = getattr(cfg, "rope_theta", None) or cfg.rope_parameters["rope_theta"]
+        self.inv_freq = 1.0 / theta ** (
+            torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim
+        )
+        self.block_size = block_size
+        self.sink_slots = math.ceil(num_sink_tokens / block_size) * block_size
+        self.window_slots = math.ceil(sink_window / block_size) * block_size
+        self.num_layers = len(self.model.model.layers)
+        self.reset()
+
+    def reset(self) -> None:
+        """Empties the cache (what a preempted request starts from)."""
+        self.keys: list[torch.Tensor | None] = [None] * self.num_layers
+        self.values: list[torch.Tensor | None] = [None] * self.num_layers
+        self.token_ids: list[int] = []  # the tokens whose KV is cached
+
+    @property
+    def cache_len(self) -> int:
+        return 0 if self.keys[0] is None else self.keys[0].shape[0]
+
+    def _rope(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        angles = positions.to(torch.float64)[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((angles, angles), dim=-1)
+        cos = emb.cos().to(x.dtype)[:, None, :]
+        sin = emb.sin().to(x.dtype)[:, None, :]
+        return x * cos + rotate_half(x) * sin
+
+    def drop(self, start: int, end: int) -> None:
+        for i in range(len(self.keys)):
+            self.keys[i] = torch.cat((self.keys[i][:start], self.keys[i][end:]))
+            self.values[i] = torch.cat((self.values[i][:start], self.values[i][end:]))
+
+    @torch.no_grad()
+    def forward(self, token_ids: list[int]) -> torch.Tensor:
+        """Appends a chunk to the cache; returns its logits ``[n, vocab]``."""
+        model = self.model.model
+        n, past = len(token_ids), self.cache_len
+        self.token_ids.extend(token_ids)
+        hidden = model.embed_tokens(torch.tensor(token_ids))
+        q_pos = torch.arange(past, past + n)
+        k_pos = torch.arange(past + n)
+        mask = k_pos[None, :] <= q_pos[:, None]
+        for i, layer in enumerate(model.layers):
+            attn = layer.self_attn
+            x = layer.input_layernorm(hidden)
+            q = attn.q_proj(x).view(n, self.num_heads, self.head_dim)
+            k = attn.k_proj(x).view(n, self.num_kv_heads, self.head_dim)
+            v = attn.v_proj(x).view(n, self.num_kv_heads, self.head_dim)
+            if self.keys[i] is None:
+                self.keys[i], self.values[i] = k, v
+            else:
+                self.keys[i] = torch.cat((self.keys[i], k))
+                self.values[i] = torch.cat((self.values[i], v))
+            keys = self._rope(self.keys[i], k_pos)
+            q = self._rope(q, q_pos)
+            group = self.num_heads // self.num_kv_heads
+            keys = keys.repeat_interleave(group, dim=1)
+            values = self.values[i].repeat_interleave(group, dim=1)
+            scores = torch.einsum("qhd,khd->hqk", q, keys) / math.sqrt(self.head_dim)
+            scores = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            out = torch.einsum("hqk,khd->qhd", scores, values).reshape(n, -1)
+            hidden = hidden + attn.o_proj(out)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return self.model.lm_head(model.norm(hidden)).float()

@@ -11,7 +11,7 @@ SCHEDULER_CLS = "vllm_sink_plugin.core.scheduler.StreamingSinkScheduler"
 ASYNC_SCHEDULER_CLS = "vllm_sink_plugin.core.scheduler.StreamingSinkAsyncScheduler"
 
 if TYPE_CHECKING:
-    from vllm.config import VllmConfig
+    from vllm.config import ModelConfig, VllmConfig
 
 
 def unsupported_features(vllm_config: VllmConfig) -> list[str]:
@@ -21,7 +21,17 @@ def unsupported_features(vllm_config: VllmConfig) -> list[str]:
         found.append("speculative decoding (--speculative-config)")
     if vllm_config.kv_transfer_config is not None:
         found.append("KV connectors (--kv-transfer-config)")
-    hf_text = vllm_config.model_config.hf_text_config
+    pp = vllm_config.parallel_config.pipeline_parallel_size
+    if pp > 1:
+        # Untested: PP keeps several batches in flight (a batch queue), which
+        # the scheduler's evictions do not account for yet.
+        found.append(
+            f"pipeline parallelism (--pipeline-parallel-size {pp}), not yet; "
+            "use --tensor-parallel-size"
+        )
+    model_config = vllm_config.model_config
+    found += unsupported_attention(model_config)
+    hf_text = model_config.hf_text_config
     if getattr(hf_text, "sliding_window", None):
         found.append(
             f"sliding-window attention (sliding_window="
@@ -38,6 +48,30 @@ def unsupported_features(vllm_config: VllmConfig) -> list[str]:
     rope_type = rope.get("rope_type") or rope.get("type")
     if rope_type in ("dynamic", "longrope", "mrope"):
         found.append(f"position-nonlinear RoPE (rope_type={rope_type!r})")
+    return found
+
+
+def unsupported_attention(model_config: ModelConfig) -> list[str]:
+    """Attention the raw/offset-key designs cannot rewrite, read from config.
+
+    Both designs need one RoPE applied by vLLM's ``rotary_emb`` right before
+    a standard ``Attention`` layer: ALiBi has no rotation to redo, M-RoPE
+    turns by 3-D positions, MLA caches a latent with a separate RoPE part,
+    and the Transformers backend applies RoPE inside transformers' code.
+    """
+    found = []
+    if model_config.uses_alibi:
+        found.append("ALiBi position biases (no RoPE to apply at cache positions)")
+    if model_config.uses_mrope:
+        found.append("multimodal M-RoPE (positions are 3-D, not cache indices)")
+    if model_config.use_mla:
+        found.append("multi-head latent attention (MLA), whose cache holds latents")
+    if model_config.using_transformers_backend():
+        arch = ", ".join(model_config.architectures)
+        found.append(
+            f"the Transformers modeling backend ({arch} has no vLLM-native "
+            f"implementation; its RoPE runs inside transformers' code)"
+        )
     return found
 
 

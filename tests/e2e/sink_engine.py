@@ -45,6 +45,24 @@ def in_process_llm(model, *, in_process=True, **kwargs):
             cleanup_dist_env_and_memory()
 
 
+def engine_config(model, **kwargs):
+    """``EngineArgs.create_engine_config`` with the sink policy (no engine).
+
+    Startup refusals happen here, before any weight is read.
+    """
+    from vllm.engine.arg_utils import EngineArgs
+
+    args = EngineArgs(
+        model=str(model),
+        skip_tokenizer_init=True,
+        block_size=32,
+        max_model_len=1024,
+        additional_config={"kv_policy": "sink", "sink_window": 64},
+        **kwargs,
+    )
+    return args.create_engine_config()
+
+
 def free_blocks(scheduler) -> int:
     return scheduler.kv_cache_manager.block_pool.get_num_free_blocks()
 

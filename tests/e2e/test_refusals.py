@@ -6,22 +6,9 @@ import json
 import pytest
 
 from tests.conftest import build_tiny_llama
+from tests.e2e.sink_engine import engine_config
 
 pytestmark = pytest.mark.e2e
-
-
-def _engine_config(model, **kwargs):
-    from vllm.engine.arg_utils import EngineArgs
-
-    args = EngineArgs(
-        model=str(model),
-        skip_tokenizer_init=True,
-        block_size=32,
-        max_model_len=1024,
-        additional_config={"kv_policy": "sink", "sink_window": 64},
-        **kwargs,
-    )
-    return args.create_engine_config()
 
 
 def _model_with(tmp_path, name, **config):
@@ -29,7 +16,7 @@ def _model_with(tmp_path, name, **config):
 
 
 def test_supported_model_passes(tiny_llama):
-    config = _engine_config(tiny_llama)
+    config = engine_config(tiny_llama)
     assert config.scheduler_config.scheduler_cls.endswith("StreamingSinkScheduler")
 
 
@@ -48,7 +35,7 @@ def test_unsupported_models(tmp_path, config, needle):
     from vllm_sink_plugin.config import StreamingSinkConfigError
 
     with pytest.raises(StreamingSinkConfigError, match="does not support") as err:
-        _engine_config(model)
+        engine_config(model)
     assert needle in str(err.value)
 
 
@@ -57,4 +44,4 @@ def test_kv_connector_is_refused(tiny_llama):
 
     connector = json.loads('{"kv_connector": "ExampleConnector", "kv_role": "kv_both"}')
     with pytest.raises(StreamingSinkConfigError, match="KV connectors"):
-        _engine_config(tiny_llama, kv_transfer_config=connector)
+        engine_config(tiny_llama, kv_transfer_config=connector)
