@@ -97,13 +97,31 @@ def text_tokens(tokenizer, text_name: str, num_tokens: int) -> list[int]:
 
 def stream_nll(llm, tokens: list[int], extra_args: dict) -> list[float]:
     """Per-token NLL of ``tokens[1:]`` from one streamed request."""
+    return streams_nll(llm, [tokens], [extra_args])[0]
+
+
+def streams_nll(
+    llm, token_lists: list[list[int]], extra_args: list[dict]
+) -> list[list[float]]:
+    """:func:`stream_nll` of several streams at once (batched in one engine)."""
     from vllm import SamplingParams
 
-    params = SamplingParams(
-        max_tokens=1, prompt_logprobs=0, temperature=0.0, extra_args=extra_args
-    )
-    out = llm.generate([{"prompt_token_ids": tokens}], params, use_tqdm=False)[0]
-    return [-out.prompt_logprobs[i][t].logprob for i, t in enumerate(tokens) if i]
+    params = [
+        SamplingParams(
+            max_tokens=1,
+            prompt_logprobs=0,
+            temperature=0.0,
+            detokenize=False,
+            extra_args=extra,
+        )
+        for extra in extra_args
+    ]
+    prompts = [{"prompt_token_ids": tokens} for tokens in token_lists]
+    outs = llm.generate(prompts, params, use_tqdm=False)
+    return [
+        [-out.prompt_logprobs[i][t].logprob for i, t in enumerate(tokens) if i]
+        for out, tokens in zip(outs, token_lists, strict=True)
+    ]
 
 
 def recompute_nll(llm, tokens: list[int], window: int) -> list[float]:
@@ -114,6 +132,7 @@ def recompute_nll(llm, tokens: list[int], window: int) -> list[float]:
         max_tokens=1,
         prompt_logprobs=0,
         temperature=0.0,
+        detokenize=False,
         extra_args={"kv_policy": "none"},
     )
     prompts = [
@@ -131,24 +150,61 @@ def perplexity(nll: list[float]) -> float:
     return math.exp(sum(nll) / len(nll))
 
 
-def run_method(llm, method: Method, tokens: list[int], block_size: int) -> list[float]:
-    if method.name == "dense":
-        return stream_nll(
-            llm, tokens[: method.cache - 1], method.extra_args(block_size)
+def stream_tokens(method: Method, tokens: list[int]) -> list[int]:
+    """The tokens a streamed method scores (dense stops at max_model_len)."""
+    return tokens[: method.cache - 1] if method.name == "dense" else tokens
+
+
+def run_methods(
+    llm, methods: list[Method], tokens: list[int], args
+) -> dict[Method, tuple[list[float], float]]:
+    """NLL and seconds per method; the streamed ones run concurrently."""
+    results = {}
+    streamed = [m for m in methods if m.name != "recompute"]
+    if streamed:
+        start = time.perf_counter()
+        nlls = streams_nll(
+            llm,
+            [stream_tokens(m, tokens) for m in streamed],
+            [m.extra_args(args.block_size) for m in streamed],
         )
-    if method.name == "recompute":
-        return recompute_nll(llm, tokens, method.cache)
-    return stream_nll(llm, tokens, method.extra_args(block_size))
+        seconds = time.perf_counter() - start
+        results.update(zip(streamed, ((n, seconds) for n in nlls), strict=True))
+    for method in methods:
+        if method.name == "recompute":
+            start = time.perf_counter()
+            scored = tokens[: (args.recompute_tokens or len(tokens) - 1) + 1]
+            nll = recompute_nll(llm, scored, method.cache)
+            results[method] = (nll, time.perf_counter() - start)
+    return results
 
 
-def build_llm(args):
+def flatness(nll: list[float], fill: int) -> float | None:
+    """PPL of the last 10 % over the first 10 % of the tokens after ``fill``."""
+    after = nll[fill:]
+    tenth = len(after) // 10
+    if tenth < 1:
+        return None
+    return perplexity(after[-tenth:]) / perplexity(after[:tenth])
+
+
+def buckets(nll: list[float], size: int) -> list[float]:
+    """Mean NLL (log PPL) of consecutive ``size``-token buckets."""
+    return [
+        round(sum(nll[i : i + size]) / len(nll[i : i + size]), 4)
+        for i in range(0, len(nll), size)
+    ]
+
+
+def build_llm(args, sink: bool = True):
+    """The engine; ``sink=False``: stock vLLM (dense and recompute only)."""
     from vllm import LLM
 
     from vllm_sink_plugin.assets import ASSETS, fetch
 
     model = fetch(args.model) if args.model in ASSETS else args.model
-    config = {"kv_policy": "sink", "sink_request_default": "none"}
-    if args.chunk:
+    config = {"kv_policy": "sink", "sink_request_default": "none"} if sink else {}
+    if sink and args.chunk:
         config["sink_prefill_chunk"] = args.chunk
     return LLM(
         str(model),
@@ -162,44 +218,73 @@ def build_llm(args):
     )
 
 
+def bucket_size(num_tokens: int) -> int:
+    """Bucket width for the curves: about 400 buckets, at least 32 tokens."""
+    return max(32, num_tokens // 400)
+
+
 def write_results(out: Path, rows: list[dict], curves: dict, meta: dict) -> None:
+    """summary.json / .md, the bucketed curves, and the log-PPL plot."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
-    # Per-token NLL of every method, for re-plotting without re-running.
-    rounded = {k: [round(x, 4) for x in v] for k, v in curves.items()}
-    (out / "nll.json").write_text(json.dumps(rounded))
+    size = bucket_size(max(len(v) for v in curves.values()))
+    # Per-bucket log PPL of every method, for re-plotting without re-running.
+    bucketed = {k: buckets(v, size) for k, v in curves.items()}
+    (out / "curves.json").write_text(json.dumps({"bucket": size, **bucketed}))
+    if meta.get("save_nll"):
+        rounded = {k: [round(x, 4) for x in v] for k, v in curves.items()}
+        (out / "nll.json").write_text(json.dumps(rounded))
+    common = rows[0]["common_tokens"]
     lines = [
-        f"# Perplexity: {meta['model']} on {meta['text']} ({meta['tokens']} tokens)",
+        f"# Perplexity: {meta['model']} on {meta['text']} ({meta['tokens']} tokens, "
+        f"{meta['dtype']}, {meta['device']})",
         "",
         f"`{meta['command']}`",
         "",
-        "| method | cache | tokens scored | PPL | seconds |",
-        "|---|---|---|---|---|",
+        f"PPL over all tokens each method scores, over the first {common} tokens "
+        "(the range every method scores), and the last 10 % over the first 10 % "
+        "of the tokens after the cache fills.",
+        "",
+        "| method | cache | tokens scored | PPL | PPL first "
+        f"{common} | last/first 10 % | seconds |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {r['method']} | {r['cache']} | {r['tokens']} | {r['ppl']:.3f} | "
-        f"{r['seconds']:.1f} |"
-        for r in rows
-    ]
+    for r in rows:
+        flat = "—" if r["flatness"] is None else f"{r['flatness']:.3f}"
+        lines.append(
+            f"| {r['method']} | {r['cache']} | {r['tokens']} | {r['ppl']:.3f} | "
+            f"{r['ppl_common']:.3f} | {flat} | {r['seconds']:.1f} |"
+        )
     (out / "summary.md").write_text("\n".join(lines) + "\n")
+    try:
+        plot_curves(out / "log_ppl_vs_tokens.png", bucketed, size, meta)
+    except ImportError:  # e.g. the GPU machine: plot later with --replot
+        print(f"matplotlib is missing: no plot; run --replot {out} where it is")
+
+
+def replot(out: Path) -> None:
+    """Rebuilds the plot of a results folder from its JSON files."""
+    meta = json.loads((out / "summary.json").read_text())
+    bucketed = json.loads((out / "curves.json").read_text())
+    size = bucketed.pop("bucket")
+    plot_curves(out / "log_ppl_vs_tokens.png", bucketed, size, meta)
+
+
+def plot_curves(path: Path, bucketed: dict, size: int, meta: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for label, nll in curves.items():
-        running, total = [], 0.0
-        for i, x in enumerate(nll, 1):
-            total += x
-            running.append(total / i)
-        ax.plot(range(1, len(running) + 1), running, label=label)
+    for label, values in bucketed.items():
+        ax.plot([(i + 1) * size for i in range(len(values))], values, label=label)
     ax.set_xlabel("tokens")
-    ax.set_ylabel("log PPL (running mean NLL)")
+    ax.set_ylabel(f"log PPL ({size}-token buckets)")
     ax.set_title(f"{meta['model']} / {meta['text']}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "log_ppl_vs_tokens.png", dpi=120)
+    fig.savefig(path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -215,43 +300,58 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--kv-cache-mib", type=int, default=512)
     parser.add_argument("--enforce-eager", action="store_true")
+    parser.add_argument(
+        "--recompute-tokens",
+        type=int,
+        help="recompute scores only the first N tokens (default: all)",
+    )
+    parser.add_argument(
+        "--save-nll", action="store_true", help="also write per-token nll.json"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quality"))
+    parser.add_argument(
+        "--replot", type=Path, metavar="DIR", help="only re-plot a results folder"
+    )
     args = parser.parse_args(argv)
+    if args.replot:
+        return replot(args.replot)
     caches = args.cache or [256]
     methods = parse_methods(args.methods, caches, args.max_model_len)
 
-    try:
-        import matplotlib  # noqa: F401
-        from tqdm import tqdm
-    except ImportError as error:
-        raise SystemExit(
-            f"{error.name} is missing: install the bench extra "
-            "(pip install -e '.[bench]'; scripts/setup.sh does)"
-        ) from None
-
-    llm = build_llm(args)
+    llm = build_llm(args, sink=any(m.name in ("window", "sink") for m in methods))
     tokens = text_tokens(llm.get_tokenizer(), args.text, args.tokens)
+    results = run_methods(llm, methods, tokens, args)
+    common = min(len(nll) for nll, _ in results.values())
     rows, curves = [], {}
-    for method in tqdm(methods, desc="methods"):
-        start = time.perf_counter()
-        nll = run_method(llm, method, tokens, args.block_size)
+    for method in methods:
+        nll, seconds = results[method]
         rows.append(
             {
                 "method": method.label,
                 "cache": method.cache,
                 "tokens": len(nll),
                 "ppl": perplexity(nll),
-                "seconds": time.perf_counter() - start,
+                "common_tokens": common,
+                "ppl_common": perplexity(nll[:common]),
+                "flatness": None
+                if method.name == "dense"
+                else flatness(nll, method.cache),
+                "seconds": seconds,
             }
         )
         curves[f"{method.label} ({method.cache})"] = nll
         print(json.dumps(rows[-1]), flush=True)
+    import torch
+
     meta = {
         "model": args.model,
         "text": args.text,
         "tokens": args.tokens,
         "chunk": args.chunk,
         "dtype": args.dtype,
+        "block_size": args.block_size,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "save_nll": args.save_nll,
         "command": "python -m benchmarks.perplexity "
         + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
     }

@@ -2,14 +2,14 @@
 # On the GPU machine (DEVELOPERS.md "GPU machine"): install the vLLM 0.32.0
 # bundle and this project, then run the GPU tests and/or the benchmarks.
 #
-#   scripts/gpu.sh PARTS_DIR [tests|bench|all] [extra pytest / bench args]
+#   scripts/gpu.sh PARTS_DIR [tests|bench|all|install] [extra pytest / bench args]
 #
 # PARTS_DIR holds the bundle parts (shared/gpu/build-bundle.sh) and, where
 # pytest is missing on the machine, its wheels (.gpu-bundle/tools).
 # Logs and results go to $OUT (default /tmp/out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-parts=${1:?usage: scripts/gpu.sh PARTS_DIR [tests|bench|all]}
+parts=${1:?usage: scripts/gpu.sh PARTS_DIR [tests|bench|all|install]}
 what=${2:-tests}
 shift 2 || shift $#
 site=/tmp/site
