@@ -124,7 +124,9 @@ def streams_nll(
     ]
 
 
-def recompute_nll(llm, tokens: list[int], window: int) -> list[float]:
+def recompute_nll(
+    llm, tokens: list[int], window: int, positions: list[int]
+) -> list[float]:
     """Sliding window with re-computation: token t from tokens[t-W, t)."""
     from vllm import SamplingParams
 
@@ -136,8 +138,7 @@ def recompute_nll(llm, tokens: list[int], window: int) -> list[float]:
         extra_args={"kv_policy": "none"},
     )
     prompts = [
-        {"prompt_token_ids": tokens[max(0, t - window) : t + 1]}
-        for t in range(1, len(tokens))
+        {"prompt_token_ids": tokens[max(0, t - window) : t + 1]} for t in positions
     ]
     outs = llm.generate(prompts, params, use_tqdm=True)
     return [
@@ -155,10 +156,52 @@ def stream_tokens(method: Method, tokens: list[int]) -> list[int]:
     return tokens[: method.cache - 1] if method.name == "dense" else tokens
 
 
-def run_methods(
-    llm, methods: list[Method], tokens: list[int], args
-) -> dict[Method, tuple[list[float], float]]:
-    """NLL and seconds per method; the streamed ones run concurrently."""
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """One method's NLL of ``tokens[t]`` for each scored position ``t``."""
+
+    positions: list[int]
+    nll: list[float]
+    seconds: float
+
+    @property
+    def prefix(self) -> int:
+        """How many tokens ``1 .. n`` are scored without a gap."""
+        n = 0
+        while n < len(self.positions) and self.positions[n] == n + 1:
+            n += 1
+        return n
+
+    def ppl_over(self, start: int, end: int) -> float | None:
+        """PPL over tokens ``start .. end - 1`` if all of them are scored."""
+        at = {t: x for t, x in zip(self.positions, self.nll, strict=True)}
+        picked = [at.get(t) for t in range(start, end)]
+        return None if None in picked else perplexity(picked)
+
+
+def parse_range(spec: str) -> tuple[int, int]:
+    start, _, end = spec.partition(":")
+    try:
+        first, last = int(start), int(end)
+    except ValueError:
+        raise SystemExit(f"--score-range: expected START:END, got {spec!r}") from None
+    if not 1 <= first < last:
+        raise SystemExit(f"--score-range: need 1 <= START < END, got {spec!r}")
+    return first, last
+
+
+def recompute_positions(args, num_tokens: int) -> list[int]:
+    """The positions re-computation scores: the ranges, else a prefix."""
+    if args.score_range:
+        picked = sorted({t for a, b in args.score_range for t in range(a, b)})
+        if picked[-1] >= num_tokens:
+            raise SystemExit(f"--score-range goes past --tokens {num_tokens}")
+        return picked
+    return list(range(1, (args.recompute_tokens or num_tokens - 1) + 1))
+
+
+def run_methods(llm, methods: list[Method], tokens: list[int], args) -> dict:
+    """:class:`Scores` per method; the streamed ones run concurrently."""
     results = {}
     streamed = [m for m in methods if m.name != "recompute"]
     if streamed:
@@ -169,13 +212,14 @@ def run_methods(
             [m.extra_args(args.block_size) for m in streamed],
         )
         seconds = time.perf_counter() - start
-        results.update(zip(streamed, ((n, seconds) for n in nlls), strict=True))
+        for method, nll in zip(streamed, nlls, strict=True):
+            results[method] = Scores(list(range(1, len(nll) + 1)), nll, seconds)
     for method in methods:
         if method.name == "recompute":
             start = time.perf_counter()
-            scored = tokens[: (args.recompute_tokens or len(tokens) - 1) + 1]
-            nll = recompute_nll(llm, scored, method.cache)
-            results[method] = (nll, time.perf_counter() - start)
+            positions = recompute_positions(args, len(tokens))
+            nll = recompute_nll(llm, tokens, method.cache, positions)
+            results[method] = Scores(positions, nll, time.perf_counter() - start)
     return results
 
 
@@ -227,7 +271,7 @@ def write_results(out: Path, rows: list[dict], curves: dict, meta: dict) -> None
     """summary.json / .md, the bucketed curves, and the log-PPL plot."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
-    size = bucket_size(max(len(v) for v in curves.values()))
+    size = bucket_size(max((len(v) for v in curves.values()), default=1))
     # Per-bucket log PPL of every method, for re-plotting without re-running.
     bucketed = {k: buckets(v, size) for k, v in curves.items()}
     (out / "curves.json").write_text(json.dumps({"bucket": size, **bucketed}))
@@ -235,6 +279,7 @@ def write_results(out: Path, rows: list[dict], curves: dict, meta: dict) -> None
         rounded = {k: [round(x, 4) for x in v] for k, v in curves.items()}
         (out / "nll.json").write_text(json.dumps(rounded))
     common = rows[0]["common_tokens"]
+    ranges = list(rows[0].get("ranges", {}))
     lines = [
         f"# Perplexity: {meta['model']} on {meta['text']} ({meta['tokens']} tokens, "
         f"{meta['dtype']}, {meta['device']})",
@@ -242,19 +287,26 @@ def write_results(out: Path, rows: list[dict], curves: dict, meta: dict) -> None
         f"`{meta['command']}`",
         "",
         f"PPL over all tokens each method scores, over the first {common} tokens "
-        "(the range every method scores), and the last 10 % over the first 10 % "
-        "of the tokens after the cache fills.",
+        "(the range every method scores from the start), over each "
+        "`--score-range`, and the last 10 % over the first 10 % of the tokens "
+        "after the cache fills.",
         "",
         "| method | cache | tokens scored | PPL | PPL first "
-        f"{common} | last/first 10 % | seconds |",
-        "|---|---|---|---|---|---|---|",
+        f"{common} | "
+        + "".join(f"PPL {r} | " for r in ranges)
+        + "last/first 10 % | seconds |",
+        "|---|---|---|---|---|" + "---|" * len(ranges) + "---|---|",
     ]
+
+    def num(x):
+        return "—" if x is None else f"{x:.3f}"
+
     for r in rows:
-        flat = "—" if r["flatness"] is None else f"{r['flatness']:.3f}"
-        lines.append(
-            f"| {r['method']} | {r['cache']} | {r['tokens']} | {r['ppl']:.3f} | "
-            f"{r['ppl_common']:.3f} | {flat} | {r['seconds']:.1f} |"
-        )
+        cells = [r["method"], r["cache"], r["tokens"], num(r["ppl"])]
+        cells += [num(r["ppl_common"])]
+        cells += [num(r.get("ranges", {}).get(k)) for k in ranges]
+        cells += [num(r["flatness"]), f"{r['seconds']:.1f}"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     try:
         plot_curves(out / "log_ppl_vs_tokens.png", bucketed, size, meta)
@@ -306,6 +358,15 @@ def main(argv: list[str] | None = None) -> None:
         help="recompute scores only the first N tokens (default: all)",
     )
     parser.add_argument(
+        "--score-range",
+        type=parse_range,
+        action="append",
+        default=[],
+        metavar="START:END",
+        help="recompute scores only tokens START..END-1 (repeatable); every "
+        "method reports its PPL over each range",
+    )
+    parser.add_argument(
         "--save-nll", action="store_true", help="also write per-token nll.json"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/quality"))
@@ -321,25 +382,30 @@ def main(argv: list[str] | None = None) -> None:
     llm = build_llm(args, sink=any(m.name in ("window", "sink") for m in methods))
     tokens = text_tokens(llm.get_tokenizer(), args.text, args.tokens)
     results = run_methods(llm, methods, tokens, args)
-    common = min(len(nll) for nll, _ in results.values())
+    common = min((r.prefix for r in results.values() if r.prefix), default=0)
     rows, curves = [], {}
     for method in methods:
-        nll, seconds = results[method]
+        scores = results[method]
+        contiguous = scores.prefix == len(scores.nll)
         rows.append(
             {
                 "method": method.label,
                 "cache": method.cache,
-                "tokens": len(nll),
-                "ppl": perplexity(nll),
+                "tokens": len(scores.nll),
+                "ppl": perplexity(scores.nll),
                 "common_tokens": common,
-                "ppl_common": perplexity(nll[:common]),
-                "flatness": None
-                if method.name == "dense"
-                else flatness(nll, method.cache),
-                "seconds": seconds,
+                "ppl_common": scores.ppl_over(1, common + 1) if common else None,
+                "flatness": flatness(scores.nll, method.cache)
+                if contiguous and method.name != "dense"
+                else None,
+                "ranges": {
+                    f"{a}:{b}": scores.ppl_over(a, b) for a, b in args.score_range
+                },
+                "seconds": scores.seconds,
             }
         )
-        curves[f"{method.label} ({method.cache})"] = nll
+        if contiguous:
+            curves[f"{method.label} ({method.cache})"] = scores.nll
         print(json.dumps(rows[-1]), flush=True)
     import torch
 

@@ -2,14 +2,14 @@
 # On the GPU machine (DEVELOPERS.md "GPU machine"): install the vLLM 0.32.0
 # bundle and this project, then run the GPU tests and/or the benchmarks.
 #
-#   scripts/gpu.sh PARTS_DIR [tests|bench|all|install] [extra pytest / bench args]
+#   scripts/gpu.sh PARTS_DIR [tests|models|bench|all|install] [extra pytest / bench args]
 #
 # PARTS_DIR holds the bundle parts (shared/gpu/build-bundle.sh) and, where
 # pytest is missing on the machine, its wheels (.gpu-bundle/tools).
 # Logs and results go to $OUT (default /tmp/out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-parts=${1:?usage: scripts/gpu.sh PARTS_DIR [tests|bench|all|install]}
+parts=${1:?usage: scripts/gpu.sh PARTS_DIR [tests|models|bench|all|install]}
 what=${2:-tests}
 shift 2 || shift $#
 site=/tmp/site
@@ -28,6 +28,11 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
   python3 -m pytest tests/gpu -p no:cacheprovider -q -s -rA "$@" \
     > "$out/gpu-tests.log" 2>&1 || status=$?
   grep -E "MEASURED|passed|failed|Error" "$out/gpu-tests.log" | tail -40
+fi
+if [ "$what" = models ]; then  # the support matrix's GPU column (README)
+  python3 -m pytest tests/models -p no:cacheprovider -q -s -rA "$@" \
+    > "$out/models-tests.log" 2>&1 || status=$?
+  grep -E "MEASURED|PASSED|FAILED|passed|failed" "$out/models-tests.log" | tail -60
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   python3 -m benchmarks.gpu_bench --out "$out" "$@" || status=$?
