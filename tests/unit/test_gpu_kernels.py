@@ -2,8 +2,9 @@
 """The plugin's Triton kernels, run by Triton's interpreter on the CPU.
 
 The sink-view writer is checked against the PyTorch path (``turn`` on
-gathered blocks: NeoX and GPT-J pairing, partial rotary, fp32 and bf16, the
-source blocks untouched); the RoPE-table fill against float64 angles.
+gathered blocks by float64 angles of E: NeoX and GPT-J pairing, partial
+rotary, fp32 and bf16, E up to 1e9, the source blocks untouched); the
+RoPE-table fill against float64 angles.
 """
 
 import subprocess
@@ -34,9 +35,13 @@ SCRIPT = textwrap.dedent(
                 ]
                 writer.rotary_dim, writer.is_neox = rot, neox
                 sinks, views = torch.tensor([1, 2]), torch.tensor([4, 5])
-                angles = torch.rand(2, rot // 2, dtype=torch.float64) * 6.28
+                offsets = torch.tensor([48, 10**9])  # E: any size (float64 angles)
+                freqs = 1.0 / 10000.0 ** (
+                    torch.arange(0, rot, 2, dtype=torch.float64) / rot
+                )
+                angles = offsets.double()[:, None] * freqs
                 cos, sin = angles.cos().float(), angles.sin().float()
-                writer.write(sinks, views, cos, sin)
+                writer.write(sinks, views, offsets, freqs)
                 for cache, old in zip(caches, before):
                     want = old[sinks].clone()
                     keys = want[..., :rot]

@@ -93,12 +93,12 @@ class RopeOffsets:
 
     def rotate_views(self, sinks: list[int], views: list[int], offsets: list[int]):
         """``cache[view] = cache[sink]`` with keys turned by each block's offset."""
-        device = self.table.table.device
-        src, dst, by = (_to_device(x, device) for x in (sinks, views, offsets))
-        cos, sin = self.table.angles(by)
+        # One host-to-device copy carries the three index rows.
+        src, dst, by = _to_device([sinks, views, offsets], self.table.table.device)
         if self.writer is not None:  # CUDA: one launch for all layers
-            self.writer.write(src, dst, cos, sin)
+            self.writer.write(src, dst, by, self.table.frequencies)
             return
+        cos, sin = self.table.angles(by)
         cos, sin = cos[:, None, None, :], sin[:, None, None, :]
         rot = self.table.rotary_dim
         for cache in self.kv_caches:

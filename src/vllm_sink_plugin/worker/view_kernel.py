@@ -3,15 +3,18 @@
 
 For each (layer, view block, KV head) program: read the sink block's
 ``[block_size, 2D]`` slots, turn the first ``rotary_dim`` key dimensions by
-the view's angles, copy the rest (values, unrotated key dims) and store into
-the view block. Layers are reached through a table of base pointers, so the
-cost is one launch per step whatever the depth of the model::
+the view's offset ``E`` (angle ``E * freq`` reduced modulo 2*pi in float64,
+as the RoPE table does), copy the rest (values, unrotated key dims) and store
+into the view block. Layers are reached through a table of base pointers, so
+the cost is one launch per step whatever the depth of the model::
 
-    cache[layer][view, head, slot, :rot]  = turn(cache[layer][sink, head, slot, :rot])
-    cache[layer][view, head, slot, rot:]  =      cache[layer][sink, head, slot, rot:]
+    cache[layer][view, head, slot, :rot] = turn(cache[layer][sink, head, slot, :rot], E)
+    cache[layer][view, head, slot, rot:] =      cache[layer][sink, head, slot, rot:]
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
@@ -25,8 +28,8 @@ def _turn_views_kernel(
     cache_ptrs,  # [num_layers] int64 base pointers
     sink_ids,  # [num_views] int64 block ids to read
     view_ids,  # [num_views] int64 block ids to write
-    cos_ptr,  # [num_views, ROT // 2] float32
-    sin_ptr,
+    offsets_ptr,  # [num_views] int64: E of each view
+    freqs_ptr,  # [ROT // 2] float64
     stride_block,
     stride_head,
     stride_slot,
@@ -36,6 +39,7 @@ def _turn_views_kernel(
     ROT: tl.constexpr,
     NEOX: tl.constexpr,
     DTYPE: tl.constexpr,
+    TWO_PI: tl.constexpr,
 ):
     layer = tl.program_id(0)
     view = tl.program_id(1)
@@ -59,8 +63,10 @@ def _turn_views_kernel(
         sign = tl.where(cols % 2 == 0, -1.0, 1.0)
     turned = (cols < ROT) & (slots >= 0)
     other = tl.load(base + src + slots + partner, mask=turned, other=0.0)
-    cos = tl.load(cos_ptr + view * half + pair, mask=cols < ROT, other=1.0)
-    sin = tl.load(sin_ptr + view * half + pair, mask=cols < ROT, other=0.0)
+    offset = tl.load(offsets_ptr + view).to(tl.float64)
+    angle = offset * tl.load(freqs_ptr + pair, mask=cols < ROT, other=0.0)
+    angle = (angle - tl.floor(angle / TWO_PI) * TWO_PI).to(tl.float32)
+    cos, sin = tl.cos(angle), tl.sin(angle)
     y = tl.where(turned, x * cos + sign * other.to(tl.float32) * sin, x)
     tl.store(base + dst + slots + cols, y.to(DTYPE), mask=inside)
 
@@ -86,15 +92,16 @@ class ViewWriter:
         self.rotary_dim = rotary_dim
         self.is_neox = is_neox
 
-    def write(self, sinks, views, cos: torch.Tensor, sin: torch.Tensor) -> None:
-        """``sinks``/``views``: int64 ``[n]``; ``cos``/``sin``: ``[n, rot/2]`` fp32."""
+    def write(self, sinks, views, offsets, frequencies: torch.Tensor) -> None:
+        """``sinks``/``views``/``offsets``: int64 ``[n]``; ``frequencies``:
+        float64 ``[rot/2]``."""
         grid = (self.ptrs.shape[0], sinks.shape[0], self.num_heads)
         _turn_views_kernel[grid](
             self.ptrs,
             sinks,
             views,
-            cos.contiguous(),
-            sin.contiguous(),
+            offsets,
+            frequencies,
             *self.strides,
             BLOCK=self.block_size,
             WIDTH=self.width,
@@ -102,4 +109,5 @@ class ViewWriter:
             ROT=self.rotary_dim,
             NEOX=self.is_neox,
             DTYPE=self.dtype,
+            TWO_PI=2 * math.pi,
         )
