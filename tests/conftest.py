@@ -14,26 +14,33 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Shared by every tiny test model: 2 layers, head_dim 64 (CPU attention needs
+# a supported head size; 64 is the smallest the tests use).
+TINY = dict(
+    vocab_size=512,
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=64,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+
+
 def build_tiny_llama(path: Path, *, seed: int = 0, **overrides) -> Path:
     """Saves a random-weight Llama (head_dim 64, as CPU attention needs)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    settings = dict(
-        vocab_size=512,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=64,
-        max_position_embeddings=8192,
-        rope_theta=10000.0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    settings.update(overrides)
+    settings = {
+        **TINY,
+        "max_position_embeddings": 8192,
+        "rope_theta": 10000.0,
+        **overrides,
+    }
     return save_peaked(LlamaForCausalLM(LlamaConfig(**settings)), path)
 
 

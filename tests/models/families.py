@@ -14,20 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Shared by every tiny model: 2 layers, head_dim 64 (CPU attention needs >= 32).
-TINY = dict(
-    vocab_size=512,
-    hidden_size=128,
-    intermediate_size=256,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    head_dim=64,
-    max_position_embeddings=2048,
-    bos_token_id=1,
-    eos_token_id=2,
-    tie_word_embeddings=False,
-)
+from tests.conftest import TINY as TINY_LLAMA
+
+# Every family starts from the tests' tiny shape (2 layers, head_dim 64).
+TINY = {**TINY_LLAMA, "max_position_embeddings": 2048, "tie_word_embeddings": False}
 
 
 DROP = object()  # a settings value that removes the key from TINY
