@@ -11,7 +11,7 @@ OUT=benchmarks/results/quality/cpu
 common=(--model smollm2 --text bible --tokens 4096 --max-model-len 4096 --enforce-eager)
 $PY -m benchmarks.perplexity "${common[@]}" \
   --methods dense,window,sink:1,sink:2,sink:4,sink:8 \
-  --cache 288 --cache 544 --out "$OUT/methods"
+  --cache 288 --cache 544 --chunk window --out "$OUT/methods"
 for chunk in 1 32 128; do
   $PY -m benchmarks.perplexity "${common[@]}" --methods sink:4 --cache 288 \
     --chunk "$chunk" --out "$OUT/chunk-$chunk"
