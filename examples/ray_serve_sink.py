@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
+import signal
+import threading
 
 MODEL_ID = "sink-llm"
 
@@ -131,13 +132,17 @@ def main() -> None:
     )
     num_cpus = args.num_cpus or max(4, os.cpu_count() or 1)
     ray.init(num_cpus=num_cpus, include_dashboard=False)
+    # Ctrl-C (or SIGTERM) only sets a flag, even while Serve starts: Ray's
+    # calls may swallow a KeyboardInterrupt; the shutdown below always runs.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         url = deploy(config, host="0.0.0.0", port=args.port)
         print(f"OpenAI API at {url} (model {MODEL_ID!r}); Ctrl-C stops it")
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(timeout=1.0):
+            pass
+        print("stopping: Serve, then Ray")
     finally:
         serve.shutdown()
         ray.shutdown()
