@@ -32,6 +32,7 @@ reports from DIR/raw.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import multiprocessing
@@ -178,7 +179,9 @@ def run_job(job: EngineJob, args, sizes: Sizes, device: str, out: Path) -> dict:
     )
     process.start()
     done_since = None
+    descendants: list = []
     while process.is_alive():
+        descendants = _descendants(process.pid) or descendants
         process.join(5)
         result = _read(result_path)
         if result.get("done") and done_since is None:
@@ -190,6 +193,7 @@ def run_job(job: EngineJob, args, sizes: Sizes, device: str, out: Path) -> dict:
             if process.is_alive():
                 process.kill()
                 process.join()
+    _kill_survivors(descendants)
     result = _read(result_path) or {"engine": {"name": job.name}, "tasks": {}}
     for task in job.tasks:
         if task.name not in result["tasks"]:
@@ -198,6 +202,27 @@ def run_job(job: EngineJob, args, sizes: Sizes, device: str, out: Path) -> dict:
                 f"{process.exitcode} before this task finished (see its log)"
             }
     return result
+
+
+def _descendants(pid: int) -> list:
+    """The live processes below ``pid`` (the engine core of a child, ...)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _kill_survivors(processes: list) -> None:
+    """Kills what a finished engine child left behind (an orphaned engine core
+    would hold its memory for the rest of the run)."""
+    import psutil
+
+    for proc in processes:
+        # Already gone is the normal case; psutil refuses a reused PID.
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def _read(path: Path) -> dict:
