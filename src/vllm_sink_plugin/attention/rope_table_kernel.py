@@ -27,6 +27,17 @@ TRITON_DTYPES = {
 
 
 @triton.jit
+def turn_angle(offset, freqs, TWO_PI: tl.constexpr):
+    """``(offset * freqs) mod 2*pi`` in float64, as float32 for cos/sin.
+
+    ``offset`` is int64 (any size); ``freqs`` float64. Shared by the table
+    fill and the sink-view writer so both turn by exactly the same angles.
+    """
+    angle = offset.to(tl.float64) * freqs
+    return (angle - tl.floor(angle / TWO_PI) * TWO_PI).to(tl.float32)
+
+
+@triton.jit
 def _fill_table_kernel(
     stock_ptr,  # [max_position, 2 * HALF]
     table_ptr,  # [rows, 2 * HALF]
@@ -40,14 +51,13 @@ def _fill_table_kernel(
 ):
     t = tl.program_id(0)
     pos = tl.load(positions_ptr + t)
-    offset = tl.load(offsets_ptr + t).to(tl.float64)
+    offset = tl.load(offsets_ptr + t)
     i = tl.arange(0, PAD)
     inside = i < HALF
     row = stock_ptr + pos * (2 * HALF)
     cos_p = tl.load(row + i, mask=inside, other=1.0).to(tl.float32)
     sin_p = tl.load(row + HALF + i, mask=inside, other=0.0).to(tl.float32)
-    angle = offset * tl.load(freqs_ptr + i, mask=inside, other=0.0)
-    angle = (angle - tl.floor(angle / TWO_PI) * TWO_PI).to(tl.float32)
+    angle = turn_angle(offset, tl.load(freqs_ptr + i, mask=inside, other=0.0), TWO_PI)
     cos_e, sin_e = tl.cos(angle), tl.sin(angle)
     out = table_ptr + t * (2 * HALF)
     tl.store(out + i, (cos_p * cos_e - sin_p * sin_e).to(DTYPE), mask=inside)

@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from vllm_sink_plugin.attention.rope_table_kernel import TRITON_DTYPES
+from vllm_sink_plugin.attention.rope_table_kernel import TRITON_DTYPES, turn_angle
 
 
 @triton.jit
@@ -63,9 +63,8 @@ def _turn_views_kernel(
         sign = tl.where(cols % 2 == 0, -1.0, 1.0)
     turned = (cols < ROT) & (slots >= 0)
     other = tl.load(base + src + slots + partner, mask=turned, other=0.0)
-    offset = tl.load(offsets_ptr + view).to(tl.float64)
-    angle = offset * tl.load(freqs_ptr + pair, mask=cols < ROT, other=0.0)
-    angle = (angle - tl.floor(angle / TWO_PI) * TWO_PI).to(tl.float32)
+    freqs = tl.load(freqs_ptr + pair, mask=cols < ROT, other=0.0)
+    angle = turn_angle(tl.load(offsets_ptr + view), freqs, TWO_PI)
     cos, sin = tl.cos(angle), tl.sin(angle)
     y = tl.where(turned, x * cos + sign * other.to(tl.float32) * sin, x)
     tl.store(base + dst + slots + cols, y.to(DTYPE), mask=inside)
