@@ -18,9 +18,8 @@ row is overwritten with the scheduler's full row (views in front).
 
 from __future__ import annotations
 
-import torch
-
 from vllm_sink_plugin.core.window import split_removal
+from vllm_sink_plugin.worker.rope_offsets import to_device
 
 
 def _evicted_below(length: int, start: int, count: int) -> int:
@@ -61,9 +60,7 @@ def apply_evictions_v2(runner, scheduler_output) -> None:
             prefill_len -= _evicted_below(prefill_len, start, count)
         if revealed:
             # A long prompt's next part (no output yet: it goes at the end).
-            more = torch.tensor(revealed, dtype=tokens.dtype)
-            if tokens.is_cuda:  # no stream sync: pinned and non-blocking
-                more = more.pin_memory().to(tokens.device, non_blocking=True)
+            more = to_device(revealed, tokens.device)  # no stream sync
             tokens[idx, prompt_len : prompt_len + len(revealed)] = more
             states.total_len.gpu[idx] += len(revealed)
             prompt_len += len(revealed)

@@ -47,7 +47,7 @@ def check_layout(kv_caches: list[torch.Tensor], head_size: int) -> None:
             )
 
 
-def _to_device(values, device: torch.device) -> torch.Tensor:
+def to_device(values, device: torch.device) -> torch.Tensor:
     """int64 host values on ``device`` without a stream sync (pinned on CUDA).
 
     A blocking host-to-device copy would wait for the step in flight and undo
@@ -94,7 +94,7 @@ class RopeOffsets:
     def rotate_views(self, sinks: list[int], views: list[int], offsets: list[int]):
         """``cache[view] = cache[sink]`` with keys turned by each block's offset."""
         # One host-to-device copy carries the three index rows.
-        src, dst, by = _to_device([sinks, views, offsets], self.table.table.device)
+        src, dst, by = to_device([sinks, views, offsets], self.table.table.device)
         if self.writer is not None:  # CUDA: one launch for all layers
             self.writer.write(src, dst, by, self.table.frequencies)
             return
@@ -141,7 +141,7 @@ class RopeOffsets:
         per_token = np.zeros(num_rows, dtype=np.int64)
         tokens = np.repeat(per_req, num_scheduled[: len(req_ids)])
         per_token[: tokens.shape[0]] = tokens
-        return _to_device(per_token, self.table.table.device)
+        return to_device(per_token, self.table.table.device)
 
 
 def install(runner, positions: torch.Tensor) -> None:
