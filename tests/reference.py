@@ -38,15 +38,22 @@ class StreamResult:
 class StreamingReference:
     """The plugin's schedule over a cache of raw keys; subclasses run a model.
 
-    A subclass sets ``block_size``, ``sink_slots``, ``window_slots`` and
-    ``token_ids`` (the tokens whose KV is cached) and implements
-    :attr:`cache_len`, :meth:`drop` and :meth:`forward`.
+    A subclass calls ``__init__`` with the policy, keeps ``token_ids`` (the
+    tokens whose KV is cached) and implements :attr:`cache_len`,
+    :meth:`reset`, :meth:`drop` and :meth:`forward`.
+
+    Args:
+        num_sink_tokens: S; the cache keeps ``ceil(S/B)`` whole blocks.
+        sink_window: W; the window keeps at most ``ceil(W/B) * B`` tokens.
+        block_size: B, the engine's block size.
     """
 
-    block_size: int
-    sink_slots: int
-    window_slots: int
     token_ids: list[int]
+
+    def __init__(self, *, num_sink_tokens: int, sink_window: int, block_size: int):
+        self.block_size = block_size
+        self.sink_slots = math.ceil(num_sink_tokens / block_size) * block_size
+        self.window_slots = math.ceil(sink_window / block_size) * block_size
 
     @property
     def cache_len(self) -> int:
@@ -159,9 +166,11 @@ class StreamingLlamaReference(StreamingReference):
         self.inv_freq = 1.0 / theta ** (
             torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim
         )
-        self.block_size = block_size
-        self.sink_slots = math.ceil(num_sink_tokens / block_size) * block_size
-        self.window_slots = math.ceil(sink_window / block_size) * block_size
+        super().__init__(
+            num_sink_tokens=num_sink_tokens,
+            sink_window=sink_window,
+            block_size=block_size,
+        )
         self.num_layers = len(self.model.model.layers)
         self.reset()
 

@@ -20,7 +20,6 @@ The schedule (eviction, chunking, preemption) is
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 
 import torch
@@ -98,9 +97,11 @@ class StreamingHFReference(StreamingReference):
             model_dir, dtype=dtype, attn_implementation="eager"
         ).eval()
         self.modeling = sys.modules[type(self.model).__module__]
-        self.block_size = block_size
-        self.sink_slots = math.ceil(num_sink_tokens / block_size) * block_size
-        self.window_slots = math.ceil(sink_window / block_size) * block_size
+        super().__init__(
+            num_sink_tokens=num_sink_tokens,
+            sink_window=sink_window,
+            block_size=block_size,
+        )
         self.reset()
 
     def reset(self) -> None:
