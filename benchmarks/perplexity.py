@@ -24,6 +24,7 @@ Methods (all in one engine; cache sizes are sinks + window, in tokens):
 from __future__ import annotations
 
 import argparse
+import bisect
 import dataclasses
 import json
 import math
@@ -158,7 +159,11 @@ def stream_tokens(method: Method, tokens: list[int]) -> list[int]:
 
 @dataclasses.dataclass(frozen=True)
 class Scores:
-    """One method's NLL of ``tokens[t]`` for each scored position ``t``."""
+    """One method's NLL of ``tokens[t]`` for each scored position ``t``.
+
+    ``positions`` ascend without repeats, so a run of ``k`` positions is
+    gap-free exactly when its last minus its first is ``k - 1``.
+    """
 
     positions: list[int]
     nll: list[float]
@@ -167,16 +172,19 @@ class Scores:
     @property
     def prefix(self) -> int:
         """How many tokens ``1 .. n`` are scored without a gap."""
-        n = 0
-        while n < len(self.positions) and self.positions[n] == n + 1:
-            n += 1
-        return n
+        # positions[i] - i never decreases: count the leading ones equal to 1.
+        p = self.positions
+        return bisect.bisect_right(range(len(p)), 1, key=lambda i: p[i] - i)
 
     def ppl_over(self, start: int, end: int) -> float | None:
         """PPL over tokens ``start .. end - 1`` if all of them are scored."""
-        at = {t: x for t, x in zip(self.positions, self.nll, strict=True)}
-        picked = [at.get(t) for t in range(start, end)]
-        return None if None in picked else perplexity(picked)
+        i = bisect.bisect_left(self.positions, start)
+        j = i + (end - start)
+        if j > len(self.positions) or self.positions[j - 1] != end - 1:
+            return None
+        if self.positions[i] != start:
+            return None
+        return perplexity(self.nll[i:j])
 
 
 def parse_range(spec: str) -> tuple[int, int]:
@@ -359,12 +367,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--kv-cache-mib", type=int, default=512)
     parser.add_argument("--enforce-eager", action="store_true")
-    parser.add_argument(
+    scored = parser.add_mutually_exclusive_group()
+    scored.add_argument(
         "--recompute-tokens",
         type=int,
         help="recompute scores only the first N tokens (default: all)",
     )
-    parser.add_argument(
+    scored.add_argument(
         "--score-range",
         type=parse_range,
         action="append",
