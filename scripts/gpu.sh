@@ -24,15 +24,18 @@ python3 -m pip install -q --no-deps --no-build-isolation --upgrade --target "$si
   2>&1 | grep -v "already exists" || true
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 status=0
+run_pytest() {  # LOG_NAME TEST_PATH [pytest args]: full log in $out, summary here
+  local log="$out/$1.log" path=$2
+  shift 2
+  python3 -m pytest "$path" -p no:cacheprovider -q -s -rA "$@" > "$log" 2>&1 \
+    || status=$?
+  grep -E "MEASURED|PASSED|FAILED|passed|failed|Error" "$log" | tail -60
+}
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  python3 -m pytest tests/gpu -p no:cacheprovider -q -s -rA "$@" \
-    > "$out/gpu-tests.log" 2>&1 || status=$?
-  grep -E "MEASURED|passed|failed|Error" "$out/gpu-tests.log" | tail -40
+  run_pytest gpu-tests tests/gpu "$@"
 fi
 if [ "$what" = models ]; then  # the support matrix's GPU column (README)
-  python3 -m pytest tests/models -p no:cacheprovider -q -s -rA "$@" \
-    > "$out/models-tests.log" 2>&1 || status=$?
-  grep -E "MEASURED|PASSED|FAILED|passed|failed" "$out/models-tests.log" | tail -60
+  run_pytest models-tests tests/models "$@"
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   python3 -m benchmarks.gpu_bench --out "$out" "$@" || status=$?
