@@ -2,7 +2,8 @@
 """The plugin vs stock vLLM 0.32 on one GPU, in one command.
 
     python -m benchmarks.gpu_bench --out DIR [--scale smoke|small|full]
-        [--only p1,p2,p3,p4,p5,soak] [--device cuda|cpu]
+        [--only p1,p2,p3,p4,p5,soak] [--tasks NAME,...] [--device cuda|cpu]
+        [--tensor-parallel-size N --distributed-executor-backend mp|ray]
 
 Each engine configuration runs in its own child process (``spawn``), so GPU
 memory is released between engines and the stock engine runs with
@@ -47,6 +48,7 @@ from benchmarks.gpu.plan import (
     GPU_BLOCK_SIZE,
     SCALES,
     SIZES,
+    TASKS,
     WORKLOADS,
     EngineJob,
     Sizes,
@@ -79,6 +81,16 @@ def parse_only(value: str) -> set[str]:
     return names
 
 
+def parse_tasks(value: str) -> set[str]:
+    names = {v.strip() for v in value.split(",") if v.strip()}
+    known = {task.name for task in TASKS}
+    if not names or names - known:
+        raise argparse.ArgumentTypeError(
+            f"--tasks takes a comma-separated subset of {','.join(sorted(known))}"
+        )
+    return names
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.gpu_bench",
@@ -93,7 +105,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all)",
     )
     parser.add_argument(
+        "--tasks",
+        type=parse_tasks,
+        help="run only these of the tasks that --only needs (e.g. p2_plugin)",
+    )
+    parser.add_argument(
         "--device", choices=("cuda", "cpu"), help="default: cuda when available"
+    )
+    parser.add_argument(
+        "--tensor-parallel-size",
+        type=int,
+        default=1,
+        help="every engine's tensor parallel size (default 1)",
+    )
+    parser.add_argument(
+        "--distributed-executor-backend",
+        choices=("mp", "ray"),
+        help="every engine's executor (default: vLLM's choice)",
     )
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     parser.add_argument("--soak-seconds", type=float, help="override the scale's")
@@ -170,6 +198,7 @@ def run_job(job: EngineJob, args, sizes: Sizes, device: str, out: Path) -> dict:
         "model_dir": str(write_model(out / "models", job.spec.model)),
         "device": device,
         "gpu_memory_utilization": args.gpu_memory_utilization,
+        "parallel": parallel_kwargs(args),
         "env": env,
         "result_path": str(result_path),
         "sizes_json": _jsonable(sizes),
@@ -202,6 +231,18 @@ def run_job(job: EngineJob, args, sizes: Sizes, device: str, out: Path) -> dict:
                 f"{process.exitcode} before this task finished (see its log)"
             }
     return result
+
+
+def parallel_kwargs(args) -> dict:
+    """The engines' parallel settings (empty: one GPU, vLLM's executor)."""
+    if args.tensor_parallel_size < 1:
+        raise SystemExit("--tensor-parallel-size must be at least 1")
+    kwargs = {}
+    if args.tensor_parallel_size > 1:
+        kwargs["tensor_parallel_size"] = args.tensor_parallel_size
+    if args.distributed_executor_backend:
+        kwargs["distributed_executor_backend"] = args.distributed_executor_backend
+    return kwargs
 
 
 def _descendants(pid: int) -> list:
@@ -259,7 +300,7 @@ def _vllm_version(engines: dict) -> str | None:
     return None
 
 
-def load_previous(out: Path, sizes: Sizes, device: str) -> dict:
+def load_previous(out: Path, sizes: Sizes, device: str, parallel: dict) -> dict:
     """Successful results already in OUT (raw.json and engine parts) for --resume.
 
     Raises:
@@ -269,10 +310,15 @@ def load_previous(out: Path, sizes: Sizes, device: str) -> dict:
     kept = {"tasks": {}, "engines": {}, "commands": []}
     if previous:
         meta = previous["meta"]
-        if meta["sizes"] != _jsonable(sizes) or meta["device"] != device:
+        if (
+            meta["sizes"] != _jsonable(sizes)
+            or meta["device"] != device
+            or meta.get("parallel", {}) != parallel
+        ):
             raise SystemExit(
                 f"--resume: {out}/raw.json holds a {meta['scale']} run on "
-                f"{meta['device']} with other sizes; use another --out"
+                f"{meta['device']} with other sizes or parallel settings; use "
+                "another --out"
             )
         kept["engines"] = previous.get("engines", {})
         kept["commands"] = meta.get("commands", [meta["command"]])
@@ -280,7 +326,12 @@ def load_previous(out: Path, sizes: Sizes, device: str) -> dict:
     # Tasks an interrupted run finished after raw.json was last written.
     for part in sorted((out / "parts").glob("*.json")):
         result = _read(part)
-        if result.get("sizes") == _jsonable(sizes) and result.get("device") == device:
+        same = (
+            result.get("sizes") == _jsonable(sizes)
+            and result.get("device") == device
+            and result.get("parallel", {}) == parallel
+        )
+        if same:
             kept["engines"].setdefault(part.stem, result.get("engine", {}))
             for name, task in result.get("tasks", {}).items():
                 if "error" not in task:
@@ -321,10 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, soak_seconds=args.soak_seconds)
     kept = {"tasks": {}, "engines": {}, "commands": []}
     if args.resume:
-        kept = load_previous(out, sizes, device)
+        kept = load_previous(out, sizes, device, parallel_kwargs(args))
         if kept["tasks"]:
             print(f"--resume: keeping {', '.join(sorted(kept['tasks']))}")
-    jobs = build_plan(sizes, args.only, done=set(kept["tasks"]))
+    skipped = {t.name for t in TASKS} - args.tasks if args.tasks else set()
+    jobs = build_plan(sizes, args.only, done=set(kept["tasks"]) | skipped)
+    if not jobs:
+        raise SystemExit("nothing to run: --tasks names no task that --only needs")
     estimate = print_plan(jobs, sizes, device, args.scale)
     if args.dry_run:
         return 0
@@ -342,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": device,
             "only": sorted(args.only),
             "sizes": _jsonable(sizes),
+            "parallel": parallel_kwargs(args),
             "estimate_s": round(estimate),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "previous_wall_s": previous_wall if args.resume else 0,

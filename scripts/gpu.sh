@@ -2,21 +2,25 @@
 # On the GPU machine (DEVELOPERS.md "GPU machine"): install the vLLM 0.32.0
 # bundle and this project, then run the GPU tests and/or the benchmarks.
 #
-#   scripts/gpu.sh PARTS_DIR [tests|models|bench|all|install] [extra pytest / bench args]
+#   scripts/gpu.sh PARTS_DIR [tests|models|bench|all|install|tp|tp-bench] [extra args]
+#
+# tp and tp-bench need two GPUs and a bundle built --with-ray (issue 7): tp runs
+# tests/gpu/test_gpu_tp.py (TP=2 over Ray), tp-bench the P2 plugin streams at
+# TP=1 and TP=2 and writes $OUT/summary.json (benchmarks/tp_summary.py).
 #
 # PARTS_DIR holds the bundle parts (shared/gpu/build-bundle.sh) and, where
 # pytest is missing on the machine, its wheels (.gpu-bundle/tools).
 # Logs and results go to $OUT (default /tmp/out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-parts=${1:?usage: scripts/gpu.sh PARTS_DIR [tests|models|bench|all|install]}
+parts=${1:?usage: scripts/gpu.sh PARTS_DIR [tests|models|bench|all|install|tp|tp-bench]}
 what=${2:-tests}
 shift 2 || shift $#
 site=/tmp/site
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 bash "$parts/install-bundle.sh" "$parts" "$site"
-export PYTHONPATH=$site
+export PYTHONPATH=$site RAY_USAGE_STATS_ENABLED=0
 if ! python3 -c "import pytest, tqdm" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --target "$site" "$parts"/tools/*.whl
 fi
@@ -36,6 +40,21 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
 fi
 if [ "$what" = models ]; then  # the support matrix's GPU column (README)
   run_pytest models-tests tests/models "$@"
+fi
+if [ "$what" = tp ]; then  # greedy TP=1 vs TP=2 lands in $out/tp_greedy.json
+  SINK_RESULTS_DIR=$out run_pytest tp-tests tests/gpu/test_gpu_tp.py "$@"
+  mkdir -p /tmp/tp-runs && cp "$out/tp_greedy.json" /tmp/tp-runs/ || status=1
+fi
+if [ "$what" = tp-bench ]; then  # only raw.json of each run comes back
+  for tp in 1 2; do
+    extra=()
+    [ $tp = 1 ] || extra=(--tensor-parallel-size $tp --distributed-executor-backend ray)
+    python3 -m benchmarks.gpu_bench --out /tmp/tp-runs/tp$tp --only p2 \
+      --tasks p2_plugin "${extra[@]}" "$@" || status=$?
+    mkdir -p "$out/tp$tp" && cp /tmp/tp-runs/tp$tp/raw.json "$out/tp$tp/" || status=1
+  done
+  cp /tmp/tp-runs/tp_greedy.json "$out/" || true  # from an earlier tp call
+  python3 -m benchmarks.tp_summary "$out" || status=$?
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   python3 -m benchmarks.gpu_bench --out "$out" "$@" || status=$?

@@ -339,10 +339,20 @@ class Runner:
 
 
 def engine_kwargs(
-    spec: EngineSpec, sizes: Sizes, *, device: str, gpu_memory_utilization: float
+    spec: EngineSpec,
+    sizes: Sizes,
+    *,
+    device: str,
+    gpu_memory_utilization: float,
+    parallel: dict | None = None,
 ) -> dict:
-    """``LLM(...)`` arguments; both sides of a comparison differ only in policy."""
+    """``LLM(...)`` arguments; both sides of a comparison differ only in policy.
+
+    ``parallel`` (``tensor_parallel_size``, ``distributed_executor_backend``)
+    applies to every engine of a run alike.
+    """
     kwargs = dict(
+        **(parallel or {}),
         load_format="dummy",
         skip_tokenizer_init=True,
         seed=0,
@@ -407,6 +417,10 @@ def engine_info(llm, spec: EngineSpec, start_s: float, runner: Runner) -> dict:
         "async_scheduling": config.scheduler_config.async_scheduling,
         "max_num_batched_tokens": config.scheduler_config.max_num_batched_tokens,
         "max_num_seqs": config.scheduler_config.max_num_seqs,
+        "tensor_parallel_size": config.parallel_config.tensor_parallel_size,
+        "distributed_executor_backend": str(
+            config.parallel_config.distributed_executor_backend
+        ),
         "enable_prefix_caching": config.cache_config.enable_prefix_caching,
         "enforce_eager": config.model_config.enforce_eager,
         "dtype": str(config.model_config.dtype),
@@ -454,6 +468,7 @@ def child_main(job: dict) -> None:
         "done": False,
         "sizes": job["sizes_json"],
         "device": job["device"],
+        "parallel": job["parallel"],
     }
     _write(path, result)
     try:
@@ -465,6 +480,7 @@ def child_main(job: dict) -> None:
             sizes,
             device=job["device"],
             gpu_memory_utilization=job["gpu_memory_utilization"],
+            parallel=job["parallel"],
         )
         llm = LLM(job["model_dir"], **kwargs)
         runner = Runner(
