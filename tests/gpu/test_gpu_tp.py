@@ -17,6 +17,7 @@ With ``SINK_RESULTS_DIR`` set, the greedy comparison is also written to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -62,20 +63,25 @@ def tiny_tp_llama(tmp_path_factory) -> Path:
     return build_tiny_llama(folder, num_attention_heads=4, num_key_value_heads=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _ray_down_after():
-    yield
+@contextlib.contextmanager
+def _tp_engine(model, **kwargs):
+    """A TP=2 Ray engine; Ray is shut down after it (vLLM's shutdown keeps the
+    placement group of both GPUs, and the next Ray engine would wait for it)."""
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
+    try:
+        with _engine(model, **kwargs, **RAY) as engine:
+            yield engine
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 def test_tp2_over_ray_fp32_teacher_forced_matches_reference(tiny_tp_llama):
     reference = StreamingLlamaReference(
         tiny_tp_llama, num_sink_tokens=SINKS, sink_window=WINDOW, block_size=BLOCK
     ).stream(PROMPT, max_new_tokens=0, max_chunk=CHUNK, max_model_len=MAX_MODEL_LEN)
-    with _engine(tiny_tp_llama, enforce_eager=True, **FP32, **RAY) as (llm, sched):
+    with _tp_engine(tiny_tp_llama, enforce_eager=True, **FP32) as (llm, sched):
         config = llm.llm_engine.vllm_config.parallel_config
         assert config.tensor_parallel_size == TP
         assert config.distributed_executor_backend == "ray"
@@ -91,10 +97,11 @@ def test_tp2_over_ray_fp32_teacher_forced_matches_reference(tiny_tp_llama):
     assert max(errors) <= 1e-3, max(errors)
 
 
-def _greedy(model, n, **parallel):
+def _greedy(model, n, *, tp):
     """Greedy streams past max_model_len, compiled with CUDA graphs."""
     prompts = [_tokens(100, seed=5), _tokens(700, seed=6)]
-    with _engine(model, enforce_eager=False, **FP32, **parallel) as (llm, sched):
+    engine = _tp_engine if tp else _engine
+    with engine(model, enforce_eager=False, **FP32) as (llm, sched):
         outs = llm.generate(
             [{"prompt_token_ids": p} for p in prompts], _sampling(max_tokens=n)
         )
@@ -104,8 +111,8 @@ def _greedy(model, n, **parallel):
 
 def test_tp2_over_ray_greedy_equals_tp1(tiny_tp_llama):
     n = 52 * CACHE  # 4160 tokens, past max_model_len 1024
-    tp1, held1 = _greedy(tiny_tp_llama, n)
-    tp2, held2 = _greedy(tiny_tp_llama, n, **RAY)
+    tp1, held1 = _greedy(tiny_tp_llama, n, tp=False)
+    tp2, held2 = _greedy(tiny_tp_llama, n, tp=True)
     first = [
         next((i for i, (a, b) in enumerate(zip(x, y, strict=True)) if a != b), None)
         for x, y in zip(tp1, tp2, strict=True)
