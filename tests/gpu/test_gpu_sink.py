@@ -70,13 +70,20 @@ def test_fp32_teacher_forced_matches_reference(
     """V2 runs async scheduling (vLLM's default); V1 and "v2-sync" run sync."""
     monkeypatch.setenv("VLLM_USE_V2_MODEL_RUNNER", "0" if runner == "v1" else "1")
     sync = {"async_scheduling": False} if runner == "v2-sync" else {}
-    with _engine(tiny_llama, enforce_eager=True, **FP32, **sync) as (llm, sched):
-        start_free = sched.kv_cache_manager.block_pool.get_num_free_blocks()
-        errors = _prompt_logprob_errors(llm, PROMPT, reference_logprobs)
-        assert sched.kv_cache_manager.block_pool.get_num_free_blocks() == start_free
+    with _engine(tiny_llama, enforce_eager=True, **FP32, **sync) as engine:
+        check_fp32_stream(engine, PROMPT, reference_logprobs, label=runner)
+
+
+def check_fp32_stream(engine, prompt, reference, *, label):
+    """Teacher-forced fp32 stream vs the reference: bar 1e-3, no growth, and
+    every block back in the pool afterwards."""
+    llm, sched = engine
+    start_free = sched.kv_cache_manager.block_pool.get_num_free_blocks()
+    errors = _prompt_logprob_errors(llm, prompt, reference)
+    assert sched.kv_cache_manager.block_pool.get_num_free_blocks() == start_free
     early, late = no_growth(errors, slack=2.0)
     print(
-        f"MEASURED gpu {runner} fp32 {len(PROMPT)} tokens ({len(PROMPT) // CACHE}x "
+        f"MEASURED gpu {label} fp32 {len(prompt)} tokens ({len(prompt) // CACHE}x "
         f"cache): max|dlogprob|={max(errors):.3g} (before the first eviction "
         f"{max(errors[:CACHE]):.3g}), tokens 10-20%={early:.3g}, last 10%={late:.3g}"
     )

@@ -25,19 +25,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import build_tiny_llama
-from tests.e2e.conftest import _sampling, _tokens, no_growth
+from tests.e2e.conftest import _sampling, _tokens
 from tests.gpu.test_gpu_sink import (
     BLOCK,
     CACHE,
     CHUNK,
     FP32,
     MAX_MODEL_LEN,
-    SINKS,
-    WINDOW,
     _engine,
-    _prompt_logprob_errors,
+    _reference,
+    check_fp32_stream,
 )
-from tests.reference import StreamingLlamaReference
 
 pytestmark = pytest.mark.gpu
 
@@ -78,23 +76,16 @@ def _tp_engine(model, **kwargs):
 
 
 def test_tp2_over_ray_fp32_teacher_forced_matches_reference(tiny_tp_llama):
-    reference = StreamingLlamaReference(
-        tiny_tp_llama, num_sink_tokens=SINKS, sink_window=WINDOW, block_size=BLOCK
-    ).stream(PROMPT, max_new_tokens=0, max_chunk=CHUNK, max_model_len=MAX_MODEL_LEN)
-    with _tp_engine(tiny_tp_llama, enforce_eager=True, **FP32) as (llm, sched):
-        config = llm.llm_engine.vllm_config.parallel_config
+    reference = _reference(tiny_tp_llama).stream(
+        PROMPT, max_new_tokens=0, max_chunk=CHUNK, max_model_len=MAX_MODEL_LEN
+    )
+    with _tp_engine(tiny_tp_llama, enforce_eager=True, **FP32) as engine:
+        config = engine[0].llm_engine.vllm_config.parallel_config
         assert config.tensor_parallel_size == TP
         assert config.distributed_executor_backend == "ray"
-        start_free = sched.kv_cache_manager.block_pool.get_num_free_blocks()
-        errors = _prompt_logprob_errors(llm, PROMPT, reference.prompt_logprobs)
-        assert sched.kv_cache_manager.block_pool.get_num_free_blocks() == start_free
-    early, late = no_growth(errors, slack=2.0)
-    print(
-        f"MEASURED gpu tp{TP} ray fp32 {len(PROMPT)} tokens "
-        f"({len(PROMPT) // CACHE}x cache): max|dlogprob|={max(errors):.3g}, "
-        f"tokens 10-20%={early:.3g}, last 10%={late:.3g}"
-    )
-    assert max(errors) <= 1e-3, max(errors)
+        check_fp32_stream(
+            engine, PROMPT, reference.prompt_logprobs, label=f"tp{TP} ray"
+        )
 
 
 def _greedy(model, n, *, tp):
