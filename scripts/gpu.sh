@@ -2,18 +2,22 @@
 # On the GPU machine (DEVELOPERS.md "GPU machine"): install the vLLM 0.32.0
 # bundle and this project, then run the GPU tests and/or the benchmarks.
 #
-#   scripts/gpu.sh PARTS_DIR [tests|models|bench|all|install|tp|tp-bench] [extra args]
+#   scripts/gpu.sh PARTS_DIR MODE [extra pytest / bench / perplexity args]
+#   MODE: tests | models | bench | all | install | tp | tp-bench | quality
 #
-# tp and tp-bench need two GPUs and a bundle built --with-ray (issue 7): tp runs
-# tests/gpu/test_gpu_tp.py (TP=2 over Ray), tp-bench the P2 plugin streams at
-# TP=1 and TP=2 and writes $OUT/summary.json (benchmarks/tp_summary.py).
+# quality runs benchmarks.perplexity with the extra args; the model and text
+# assets come from PARTS_DIR/assets/assets.tar.* (upload .gpu-bundle/a-assets.tar.*
+# there) and its reports land in $OUT/quality. tp and tp-bench need two GPUs and
+# a bundle built --with-ray (issue 7): tp runs tests/gpu/test_gpu_tp.py (TP=2
+# over Ray), tp-bench the P2 plugin streams at TP=1 and TP=2 and writes
+# $OUT/summary.json (benchmarks/tp_summary.py).
 #
 # PARTS_DIR holds the bundle parts (shared/gpu/build-bundle.sh) and, where
 # pytest is missing on the machine, its wheels (.gpu-bundle/tools).
 # Logs and results go to $OUT (default /tmp/out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-parts=${1:?usage: scripts/gpu.sh PARTS_DIR [tests|models|bench|all|install|tp|tp-bench]}
+parts=${1:?usage: scripts/gpu.sh PARTS_DIR [tests|models|bench|all|install|tp|tp-bench|quality]}
 what=${2:-tests}
 shift 2 || shift $#
 site=/tmp/site
@@ -55,6 +59,13 @@ if [ "$what" = tp-bench ]; then  # only raw.json of each run comes back
   done
   cp /tmp/tp-runs/tp_greedy.json "$out/" || true  # from an earlier tp call
   python3 -m benchmarks.tp_summary "$out" || status=$?
+fi
+if [ "$what" = quality ]; then  # e.g. --model smollm2 --text bible --tokens ...
+  export VLLM_SINK_CACHE=/tmp/vllm-sink-plugin
+  [ -d "$VLLM_SINK_CACHE" ] || cat "$parts"/assets/assets.tar.* | tar xf - -C /tmp/
+  python3 -m benchmarks.perplexity "$@" --out /tmp/quality-run || status=$?
+  mkdir -p "$out/quality"
+  cp /tmp/quality-run/summary.* /tmp/quality-run/curves.json "$out/quality/" || status=1
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   python3 -m benchmarks.gpu_bench --out "$out" "$@" || status=$?
