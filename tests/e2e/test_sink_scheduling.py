@@ -1,10 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Sink streams inside vLLM's scheduler: unbounded, mixed, under pressure."""
 
-import random
-
 import pytest
 
+from tests.e2e.conftest import _sampling, _tokens
 from tests.e2e.sink_engine import (
     free_blocks,
     in_process_llm,
@@ -19,17 +18,8 @@ pytestmark = pytest.mark.e2e
 BLOCK, SINKS, WINDOW, CHUNK = 32, 4, 64, 64
 
 
-def _tokens(n, seed, vocab=512):
-    rng = random.Random(seed)
-    return [rng.randrange(3, vocab) for _ in range(n)]
-
-
 def _greedy(max_tokens, **kwargs):
-    from vllm import SamplingParams
-
-    return SamplingParams(
-        temperature=0.0, ignore_eos=True, max_tokens=max_tokens, **kwargs
-    )
+    return _sampling(max_tokens=max_tokens, **kwargs)
 
 
 def test_one_stream_runs_20x_past_max_model_len(tiny_llama):
