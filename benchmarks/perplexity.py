@@ -12,7 +12,8 @@ Methods (all in one engine; cache sizes are sinks + window, in tokens):
 ``dense``               stock vLLM (``kv_policy none``) over the first
                         ``max_model_len`` tokens (it cannot go further)
 ``window``              window attention, no sinks (``num_sink_tokens 0``)
-``sink:S``              StreamingLLM with S sink tokens (rounded up to blocks)
+``sink:S``              StreamingLLM with S sink tokens (rounded up to blocks;
+                        exactly S with ``--exact-sinks``, CPU only)
 ``recompute``           sliding window with re-computation: every token
                         scored from a fresh prefill of the W tokens before it
 ======================  =====================================================
@@ -258,6 +259,8 @@ def build_llm(args, sink: bool = True):
     config = {"kv_policy": "sink", "sink_request_default": "none"} if sink else {}
     if sink and args.chunk:
         config["sink_prefill_chunk"] = args.chunk
+    if sink and args.exact_sinks:
+        config["sink_exact_tokens"] = True
     return LLM(
         str(model),
         max_model_len=args.max_model_len,
@@ -367,6 +370,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--kv-cache-mib", type=int, default=512)
     parser.add_argument("--enforce-eager", action="store_true")
+    parser.add_argument(
+        "--exact-sinks",
+        action="store_true",
+        help="--sink-exact-tokens: sink:S attends exactly S sinks once the "
+        "window rolls (the sink block's other slots masked; the window keeps "
+        "cache - ceil(S/B)*B tokens). Raw-key CPU backend only",
+    )
     scored = parser.add_mutually_exclusive_group()
     scored.add_argument(
         "--recompute-tokens",
@@ -432,6 +442,7 @@ def main(argv: list[str] | None = None) -> None:
         "chunk": args.chunk,
         "dtype": args.dtype,
         "block_size": args.block_size,
+        "exact_sinks": args.exact_sinks,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "save_nll": args.save_nll,
         "command": "python -m benchmarks.perplexity "

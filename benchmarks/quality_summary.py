@@ -32,6 +32,7 @@ def collect(root: Path) -> list[dict]:
                     "device": run.get("device", "cpu"),
                     "dtype": run["dtype"],
                     "chunk": run.get("chunk"),
+                    "exact_sinks": run.get("exact_sinks", False),
                     **row,
                     "command": run["command"],
                 }

@@ -13,6 +13,11 @@ RoPE, and every forward rotates the whole cache to positions ``0 .. L-1``
 schedule: before each chunk, whole blocks after the sink blocks are dropped
 while the window holds more than ``ceil(W/B) * B`` tokens; prompt chunks are
 at most ``max_chunk`` tokens and never reach ``max_model_len``.
+
+With ``exact_sinks`` the paper's sink count holds below the block size: once
+the window has rolled, attention skips cache slots ``[S, ceil(S/B) * B)``
+(they stay in the cache, as in the plugin) and sees exactly S sinks directly
+followed, in position space, by the window.
 """
 
 from __future__ import annotations
@@ -46,14 +51,26 @@ class StreamingReference:
         num_sink_tokens: S; the cache keeps ``ceil(S/B)`` whole blocks.
         sink_window: W; the window keeps at most ``ceil(W/B) * B`` tokens.
         block_size: B, the engine's block size.
+        exact_sinks: after the first eviction attend S sinks, not
+            ``ceil(S/B) * B`` slots (``--sink-exact-tokens``).
     """
 
     token_ids: list[int]
 
-    def __init__(self, *, num_sink_tokens: int, sink_window: int, block_size: int):
+    def __init__(
+        self,
+        *,
+        num_sink_tokens: int,
+        sink_window: int,
+        block_size: int,
+        exact_sinks: bool = False,
+    ):
         self.block_size = block_size
+        self.num_sink_tokens = num_sink_tokens
         self.sink_slots = math.ceil(num_sink_tokens / block_size) * block_size
         self.window_slots = math.ceil(sink_window / block_size) * block_size
+        self.exact_sinks = exact_sinks
+        self.masked = False  # exact sinks and the window has rolled
 
     @property
     def cache_len(self) -> int:
@@ -78,7 +95,22 @@ class StreamingReference:
             self.drop(start, end)
             del self.token_ids[start:end]
             dropped += self.block_size
+        if dropped and self.exact_sinks and self.num_sink_tokens < self.sink_slots:
+            self.masked = True  # kept through preemption, as in the plugin
         return dropped
+
+    def attended(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cache slots attended over a cache of ``length``, and their positions.
+
+        Positions are the slots, except that masked exact sinks sit right
+        before the window: slot ``j < S`` is at ``sink_slots - S + j``.
+        """
+        slots = torch.arange(length)
+        if not self.masked:
+            return slots, slots
+        kept = torch.cat((slots[: self.num_sink_tokens], slots[self.sink_slots :]))
+        shift = self.sink_slots - self.num_sink_tokens
+        return kept, torch.where(kept < self.num_sink_tokens, kept + shift, kept)
 
     def prefill(
         self,
@@ -150,6 +182,7 @@ class StreamingLlamaReference(StreamingReference):
         sink_window,
         block_size,
         dtype=torch.float32,
+        exact_sinks=False,
     ):
         from transformers import AutoModelForCausalLM
 
@@ -170,6 +203,7 @@ class StreamingLlamaReference(StreamingReference):
             num_sink_tokens=num_sink_tokens,
             sink_window=sink_window,
             block_size=block_size,
+            exact_sinks=exact_sinks,
         )
         self.num_layers = len(self.model.model.layers)
         self.reset()
@@ -204,8 +238,8 @@ class StreamingLlamaReference(StreamingReference):
         self.token_ids.extend(token_ids)
         hidden = model.embed_tokens(torch.tensor(token_ids))
         q_pos = torch.arange(past, past + n)
-        k_pos = torch.arange(past + n)
-        mask = k_pos[None, :] <= q_pos[:, None]
+        k_slots, k_pos = self.attended(past + n)
+        mask = k_slots[None, :] <= q_pos[:, None]
         for i, layer in enumerate(model.layers):
             attn = layer.self_attn
             x = layer.input_layernorm(hidden)
@@ -217,11 +251,11 @@ class StreamingLlamaReference(StreamingReference):
             else:
                 self.keys[i] = torch.cat((self.keys[i], k))
                 self.values[i] = torch.cat((self.values[i], v))
-            keys = self._rope(self.keys[i], k_pos)
+            keys = self._rope(self.keys[i][k_slots], k_pos)
             q = self._rope(q, q_pos)
             group = self.num_heads // self.num_kv_heads
             keys = keys.repeat_interleave(group, dim=1)
-            values = self.values[i].repeat_interleave(group, dim=1)
+            values = self.values[i][k_slots].repeat_interleave(group, dim=1)
             scores = torch.einsum("qhd,khd->hqk", q, keys) / math.sqrt(self.head_dim)
             scores = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
             out = torch.einsum("hqk,khd->qhd", scores, values).reshape(n, -1)

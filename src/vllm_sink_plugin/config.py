@@ -23,7 +23,12 @@ Cache layout of one sink request (block size B = 4, S = 2 sinks, W = 8)::
 The sinks occupy whole blocks (``ceil(S/B)``); the unused slots of the last
 sink block are the tokens that followed the sinks in the stream and are kept
 with them (so up to ``B - 1`` extra tokens stay visible: the rounding is
-documented in the README).
+documented in the README). With ``--sink-exact-tokens`` (raw-key CPU backend
+only) attention skips those slots once the window has rolled, so exactly S
+sinks stay visible, as in the paper::
+
+    block:   | 0: sinks  | 1: window | 2: window |
+    token:   | s s x x   | w w w w   | w w w w   |    x: held, never attended
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ FLAGS = {
     "sink_prefill_chunk": "--sink-prefill-chunk",
     "sink_request_default": "--sink-request-default",
     "pin_system_prompt": "--sink-pin-system-prompt",
+    "sink_exact_tokens": "--sink-exact-tokens",
 }
 
 
@@ -97,6 +103,10 @@ class StreamingSinkConfig:
             (``"sink"``, or ``"none"`` to make the policy opt-in per request).
         pin_system_prompt: chat requests keep their whole system prompt as
             sinks (at least ``num_sink_tokens``), like llama.cpp's ``--keep``.
+        sink_exact_tokens: once a request's window rolls, attention sees
+            exactly ``num_sink_tokens`` sinks instead of whole sink blocks
+            (the rest of the last sink block stays allocated, masked). Needs
+            the raw-key CPU backend; the GPU kernels attend whole blocks.
     """
 
     kv_policy: str = "none"
@@ -105,6 +115,7 @@ class StreamingSinkConfig:
     sink_prefill_chunk: int | None = None
     sink_request_default: str = "sink"
     pin_system_prompt: bool = False
+    sink_exact_tokens: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -143,6 +154,9 @@ class StreamingSinkConfig:
             ),
             pin_system_prompt=_check_bool(
                 "pin_system_prompt", raw.get("pin_system_prompt", False)
+            ),
+            sink_exact_tokens=_check_bool(
+                "sink_exact_tokens", raw.get("sink_exact_tokens", False)
             ),
         )
         given = [k for k in FLAGS if k != "kv_policy" and k in raw]
@@ -203,6 +217,12 @@ class StreamingSinkConfig:
     def num_sink_blocks(self, block_size: int) -> int:
         """Whole blocks pinned for the sinks: ``ceil(S / B)``."""
         return -(-self.num_sink_tokens // block_size)
+
+    def num_masked_sink_slots(self, block_size: int) -> int:
+        """Sink-block slots attention skips after eviction (exact sinks)."""
+        if not self.sink_exact_tokens:
+            return 0
+        return self.num_sink_blocks(block_size) * block_size - self.num_sink_tokens
 
     def num_window_blocks(self, block_size: int) -> int:
         """Blocks of the rolling window: ``ceil(W / B)``."""

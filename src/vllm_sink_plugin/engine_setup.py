@@ -111,6 +111,14 @@ def apply_policy(vllm_config: VllmConfig) -> StreamingSinkConfig:
             f"--kv-policy sink turns cached sink keys and needs an unquantized "
             f"KV cache; got --kv-cache-dtype {cache_dtype}"
         )
+    if sink.sink_exact_tokens and rotated:
+        raise StreamingSinkConfigError(
+            "--sink-exact-tokens (additional_config['sink_exact_tokens']) needs "
+            "the raw-key CPU backend: with rotated keys (GPU, or "
+            "VLLM_SINK_ROTATED_KEYS=1) vLLM's attention kernels attend whole "
+            f"KV blocks, so the sinks are ceil(S/B) blocks of {block_size} "
+            "tokens; drop the flag"
+        )
     if v2 and not rotated:
         raise StreamingSinkConfigError(
             "--kv-policy sink with raw keys (CPU) needs Model Runner V1; unset "
@@ -120,11 +128,12 @@ def apply_policy(vllm_config: VllmConfig) -> StreamingSinkConfig:
         ASYNC_SCHEDULER_CLS if scheduler_config.async_scheduling else SCHEDULER_CLS
     )
     logger.info(
-        "StreamingLLM policy: %d sink tokens (%d blocks) + window of %d tokens "
+        "StreamingLLM policy: %d sink tokens (%d blocks%s) + window of %d tokens "
         "(%d blocks), block size %d, max_model_len %d, sink prefill chunks <= %d, "
         "%s keys, model runner %s, %s scheduling",
         sink.num_sink_tokens,
         sink.num_sink_blocks(block_size),
+        ", exact" if sink.sink_exact_tokens else "",
         sink.sink_window,
         sink.num_window_blocks(block_size),
         block_size,

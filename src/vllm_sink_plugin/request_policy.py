@@ -109,6 +109,7 @@ def resolve(
             sink_window=sink_window,
             sink_prefill_chunk=engine.sink_prefill_chunk,
             pin_system_prompt=pin,
+            sink_exact_tokens=engine.sink_exact_tokens,
         )
         key = "num_sink_tokens" if "num_sink_tokens" in fields else "sink_window"
         config.check_sinks_below_window(field_name)

@@ -52,12 +52,12 @@ def engine_config(model, **kwargs):
     """
     from vllm.engine.arg_utils import EngineArgs
 
+    kwargs.setdefault("additional_config", {"kv_policy": "sink", "sink_window": 64})
     args = EngineArgs(
         model=str(model),
         skip_tokenizer_init=True,
         block_size=32,
         max_model_len=1024,
-        additional_config={"kv_policy": "sink", "sink_window": 64},
         **kwargs,
     )
     return args.create_engine_config()

@@ -5,7 +5,11 @@ import argparse
 
 import pytest
 
-from vllm_sink_plugin.config import StreamingSinkConfig, StreamingSinkConfigError
+from vllm_sink_plugin.config import (
+    FLAGS,
+    StreamingSinkConfig,
+    StreamingSinkConfigError,
+)
 from vllm_sink_plugin.patches.frontend.patch_arg_utils import (
     add_sink_arguments,
     merge_cli_into_additional_config,
@@ -39,6 +43,7 @@ def test_other_plugins_keys_pass_through():
             "sinks < window",
         ),
         ({"sink_window": 64}, "add --kv-policy sink"),
+        ({"kv_policy": "sink", "sink_exact_tokens": "yes"}, "--sink-exact-tokens"),
     ],
 )
 def test_bad_values_name_the_flag(raw, needle):
@@ -78,6 +83,16 @@ def test_block_rounding():
     )
 
 
+def test_exact_tokens_mask_the_rest_of_the_sink_block():
+    exact = StreamingSinkConfig(
+        kv_policy="sink", num_sink_tokens=4, sink_window=64, sink_exact_tokens=True
+    )
+    assert exact.num_masked_sink_slots(16) == 12
+    assert exact.num_masked_sink_slots(4) == 0
+    rounded = StreamingSinkConfig(kv_policy="sink", num_sink_tokens=4, sink_window=64)
+    assert rounded.num_masked_sink_slots(16) == 0
+
+
 def _parse(argv):
     parser = argparse.ArgumentParser()
     add_sink_arguments(parser)
@@ -104,3 +119,30 @@ def test_unknown_policy_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit):
         _parse(["--kv-policy", "lru"])
     assert "--kv-policy" in capsys.readouterr().err
+
+
+def test_every_setting_is_a_cli_flag():
+    """Each documented flag parses and lands under its additional_config key."""
+    values = {
+        "kv_policy": ["sink"],
+        "num_sink_tokens": ["8"],
+        "sink_window": ["252"],
+        "sink_prefill_chunk": ["32"],
+        "sink_request_default": ["none"],
+        "pin_system_prompt": [],
+        "sink_exact_tokens": [],
+    }
+    assert set(values) == set(FLAGS)
+    argv = [arg for key, flag in FLAGS.items() for arg in [flag, *values[key]]]
+    merged = merge_cli_into_additional_config(_parse(argv), None)
+    assert merged == {
+        "kv_policy": "sink",
+        "num_sink_tokens": 8,
+        "sink_window": 252,
+        "sink_prefill_chunk": 32,
+        "sink_request_default": "none",
+        "pin_system_prompt": True,
+        "sink_exact_tokens": True,
+    }
+    config = StreamingSinkConfig.from_mapping(merged)
+    assert config.pin_system_prompt and config.sink_exact_tokens

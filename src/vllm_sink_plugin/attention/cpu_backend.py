@@ -17,6 +17,10 @@ unchanged; with ``--kv-policy sink`` this implementation
       cache position:    0-3   4-7   8 9
       keys rotated at:   0 1 2 3 4 5 6 7 8 9
       queries at:                        8 9   (rotated by the model)
+
+With exact sinks (``--sink-exact-tokens``) it skips the masked slots of the
+sink blocks and rotates the kept sinks right before the window
+(:mod:`vllm_sink_plugin.attention.sink_masks`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from vllm.v1.attention.backends.cpu_attn import (
     CPUAttentionBackendImpl,
 )
 
+from vllm_sink_plugin.attention import sink_masks
 from vllm_sink_plugin.attention.rope import rotate_keys
+from vllm_sink_plugin.attention.sink_masks import kept_slots
 
 
 def _policy_enabled() -> bool:
@@ -87,6 +93,7 @@ class StreamingSinkCpuImpl(CPUAttentionBackendImpl):
         block_size = kv_cache.shape[2]
         query = query.view(-1, self.num_heads, head_size)
         out = output.view(-1, self.num_heads, head_size)
+        masks = sink_masks.rows()  # exact sinks (--sink-exact-tokens)
         starts = attn_metadata.query_start_loc.tolist()
         seq_lens = attn_metadata.seq_lens.tolist()
         for i, seq_len in enumerate(seq_lens):
@@ -99,14 +106,20 @@ class StreamingSinkCpuImpl(CPUAttentionBackendImpl):
             pages = kv_cache[blocks].transpose(1, 2)  # [nb, B, H, 2D]
             pages = pages.reshape(num_blocks * block_size, -1, 2 * head_size)
             keys = pages[:seq_len, :, :head_size]
-            if not self.sink_keys_rotated:
-                keys = rotate_keys(self.sink_rotary, keys)
             values = pages[:seq_len, :, head_size:]
+            slots = positions = None
+            if masks is not None and masks[i] is not None:
+                slots, positions = kept_slots(seq_len, masks[i])
+                keys, values = keys[slots], values[slots]
+            if not self.sink_keys_rotated:
+                keys = rotate_keys(self.sink_rotary, keys, positions)
             mask = None
             if num_query > 1:
-                key_pos = torch.arange(seq_len)
-                query_pos = torch.arange(seq_len - num_query, seq_len)
-                mask = key_pos[None, :] <= query_pos[:, None]
+                # Causal by cache slot (a masked sink slot's own query still
+                # sees the sinks before it: no empty rows).
+                key_slot = torch.arange(seq_len) if slots is None else slots
+                query_slot = torch.arange(seq_len - num_query, seq_len)
+                mask = key_slot[None, :] <= query_slot[:, None]
             result = F.scaled_dot_product_attention(
                 query[start:end].transpose(0, 1).unsqueeze(0),
                 keys.transpose(0, 1).unsqueeze(0),

@@ -47,10 +47,13 @@ class QueryOnlyRotary(nn.Module):
         return rotated, key
 
 
-def rotate_keys(rotary: nn.Module, keys: torch.Tensor) -> torch.Tensor:
-    """Rotates raw keys ``[L, H, D]`` to positions ``0 .. L-1``."""
+def rotate_keys(
+    rotary: nn.Module, keys: torch.Tensor, positions: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Rotates raw keys ``[L, H, D]`` to ``positions`` (default ``0 .. L-1``)."""
     num_tokens = keys.shape[0]
-    positions = torch.arange(num_tokens, device=keys.device)
+    if positions is None:
+        positions = torch.arange(num_tokens, device=keys.device)
     rotated, _ = rotary.forward_native(positions, keys.reshape(num_tokens, -1))
     return rotated.view_as(keys)
 

@@ -30,6 +30,14 @@ the views in place of the sinks::
     KV manager:   [ sink | w3 | w4 | w5 ]        views: [ v ]
     worker row:   [ v    | w3 | w4 | w5 ]        sink_views[req] = (E, [sink], [v])
 
+With ``--sink-exact-tokens`` (raw keys only) a request whose S sinks do not
+fill their blocks is named in ``sink_masks[req_id] = (S, sink slots)`` in
+every step after its first eviction (preemption included): the worker's
+attention then skips sink slots ``[S, sink slots)``::
+
+    KV manager:   [ s s x x | w3 | w4 ]          sink_masks[req] = (2, 4)
+    attended:       s s       w3   w4
+
 Model Runner V2 applies the same message on the device (its token row and
 lengths live there; with async scheduling the GPU holds the last sampled
 token), see ``vllm_sink_plugin.worker.evictions_v2``.
@@ -81,11 +89,14 @@ class _SinkRequest:
         max_chunk: most prompt tokens it runs in one step.
         fields: its per-request sink fields (a streaming-input session keeps
             those of its first input).
+        num_sink_tokens: S, the sinks attention sees once the window rolls
+            (fewer than ``window.num_sink_slots`` only with exact sinks).
     """
 
     window: SinkWindow
     max_chunk: int
     fields: dict
+    num_sink_tokens: int
 
 
 @dataclasses.dataclass
@@ -125,6 +136,8 @@ class StreamingSinkScheduler(Scheduler):
         self._sink_evicted_outputs: dict[str, int] = {}
         self.sink_rotated = rotated_keys()
         self._sink_shifts: dict[str, _RopeShift] = {}
+        # req_id -> (S, sink slots): exact sinks, masked after the first eviction
+        self._sink_masks: dict[str, tuple[int, int]] = {}
         self._skip_prefix_caching_of_sink_requests()
         logger.info(
             "StreamingSinkScheduler: block size %d, %d sink tokens, window %d, "
@@ -187,6 +200,10 @@ class StreamingSinkScheduler(Scheduler):
                     ),
                     max_chunk=policy.prefill_chunk(self.sink_block_size),
                     fields=sink_fields(request.sampling_params.extra_args),
+                    num_sink_tokens=policy.num_sink_tokens
+                    if policy.sink_exact_tokens
+                    else policy.num_sink_blocks(self.sink_block_size)
+                    * self.sink_block_size,
                 )
                 self._defer_prompt_tail(request)
         super().add_request(request)
@@ -261,7 +278,7 @@ class StreamingSinkScheduler(Scheduler):
                 request.status == RequestStatus.WAITING
                 and request.num_computed_tokens > 0
             ):
-                self._evict(request, sink.window)
+                self._evict(request, sink)
             if req_id in self._sink_pending and request.status in (
                 RequestStatus.RUNNING,
                 RequestStatus.WAITING,
@@ -312,8 +329,9 @@ class StreamingSinkScheduler(Scheduler):
         self._restore_hidden()
         super()._update_after_schedule(scheduler_output)
 
-    def _evict(self, request: Request, window: SinkWindow) -> None:
+    def _evict(self, request: Request, sink: _SinkRequest) -> None:
         """Rolls the window of one request before its next chunk."""
+        window = sink.window
         # With async scheduling this counts the step still in flight: its
         # keys are written before the next step runs (one CUDA stream), and
         # the reference evicts before every chunk counting all earlier ones.
@@ -357,6 +375,8 @@ class StreamingSinkScheduler(Scheduler):
             self._sink_evicted_outputs.get(req_id, 0) + num_output
         )
         request.num_computed_tokens -= count
+        if sink.num_sink_tokens < window.num_sink_slots:
+            self._sink_masks[req_id] = (sink.num_sink_tokens, window.num_sink_slots)
 
         _, unsent, revealed = self._sink_unsent.get(req_id, (start, 0, []))
         assert not revealed, "evictions are applied before revealed tokens"
@@ -387,6 +407,16 @@ class StreamingSinkScheduler(Scheduler):
             if new.req_id in self._sink_requests:
                 new.block_ids = self._worker_row(new.req_id)
                 sent_whole.append(new.req_id)
+        if self._sink_masks:
+            scheduled = [
+                *cached.req_ids,
+                *(new.req_id for new in output.scheduled_new_reqs),
+            ]
+            output.sink_masks = {
+                req_id: self._sink_masks[req_id]
+                for req_id in scheduled
+                if req_id in self._sink_masks
+            }
         if self.sink_rotated:
             output.sink_views = {
                 req_id: self._views_message(req_id)
@@ -488,6 +518,7 @@ class StreamingSinkScheduler(Scheduler):
         self._sink_unsent.pop(request.request_id, None)
         self._sink_pending.pop(request.request_id, None)
         self._sink_evicted_outputs.pop(request.request_id, None)
+        self._sink_masks.pop(request.request_id, None)
         return super()._free_request(request, *args, **kwargs)
 
 

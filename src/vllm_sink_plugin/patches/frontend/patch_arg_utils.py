@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``--kv-policy``, ``--num-sink-tokens``, ``--sink-window`` for every vLLM CLI.
+"""The plugin's flags (``--kv-policy``, ``--num-sink-tokens``...) for every vLLM CLI.
 
 Target:      vllm.engine.arg_utils.EngineArgs.{add_cli_args, from_cli_args,
              create_engine_config}
@@ -40,8 +40,9 @@ def add_sink_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         title=GROUP_TITLE,
         description="vllm-sink-plugin: attention sinks + a rolling KV cache. The "
-        "same settings are accepted as additional_config keys kv_policy, "
-        "num_sink_tokens and sink_window.",
+        "same settings are accepted as additional_config keys: "
+        + ", ".join(FLAGS)
+        + ".",
     )
     group.add_argument(
         FLAGS["kv_policy"],
@@ -76,6 +77,29 @@ def add_sink_arguments(parser: argparse.ArgumentParser) -> None:
         "1 is the paper's token-by-token feeding). Each token of a chunk sees "
         "the sinks, the window before the chunk and the chunk's earlier "
         "tokens. Default: one window (--sink-window rounded up to blocks).",
+    )
+    group.add_argument(
+        FLAGS["sink_request_default"],
+        choices=KV_POLICIES,
+        default=argparse.SUPPRESS,
+        help="The policy of requests that name none: 'none' makes StreamingLLM "
+        "opt-in per request (kv_policy 'sink' in extra_body). Default: sink.",
+    )
+    group.add_argument(
+        FLAGS["pin_system_prompt"],
+        dest="pin_system_prompt",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="Chat requests keep their whole system message as sinks (at least "
+        "--num-sink-tokens), like llama.cpp's --keep.",
+    )
+    group.add_argument(
+        FLAGS["sink_exact_tokens"],
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="Once the window rolls, attend exactly --num-sink-tokens sinks "
+        "instead of whole sink blocks (the paper's sink counts below the block "
+        "size). Raw-key CPU backend only; refused with rotated keys (GPU).",
     )
 
 

@@ -21,6 +21,8 @@ How:         ``_update_states``: trim the states named in
              ``scheduler_output.sink_evictions`` and append the prompt tokens
              revealed with them, then call the original (which replaces the
              block row of these "resumed" requests).
+             ``_prepare_inputs``: hand ``sink_masks`` (exact sinks) to the
+             CPU attention in batch-row order.
              ``_get_prompt_logprobs_dict``: swap finished offset buffers for
              their full ones. ``load_model``: after the original, wrap each
              attention block's rotary with QueryOnlyRotary (raw keys) or
@@ -78,6 +80,13 @@ def _update_states(original):
 def _prepare_inputs(original):
     def _prepare_inputs(self, scheduler_output, num_scheduled_tokens, *args, **kw):
         result = original(self, scheduler_output, num_scheduled_tokens, *args, **kw)
+        if _enabled(self) and not _rotated(self):
+            from vllm_sink_plugin.attention import sink_masks
+
+            sink_masks.set_rows(
+                getattr(scheduler_output, "sink_masks", None),
+                self.input_batch.req_ids[: len(num_scheduled_tokens)],
+            )
         if _rotated(self):
             from vllm_sink_plugin.worker.rope_offsets import offsets_of
 
