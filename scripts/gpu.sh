@@ -7,7 +7,7 @@
 #
 # quality runs benchmarks.perplexity with the extra args; the model and text
 # assets come from PARTS_DIR/assets/assets.tar.* (upload .gpu-bundle/a-assets.tar.*
-# there) and its reports land in $OUT/quality. tp and tp-bench need two GPUs and
+# there; Qwen2.5 from qwen.tar.*, .gpu-bundle/q-*) and its reports land in $OUT/quality. tp and tp-bench need two GPUs and
 # a bundle built --with-ray (issue 7): tp runs tests/gpu/test_gpu_tp.py (TP=2
 # over Ray), tp-bench the P2 plugin streams at TP=1 and TP=2 and writes
 # $OUT/summary.json (benchmarks/tp_summary.py).
@@ -62,7 +62,13 @@ if [ "$what" = tp-bench ]; then  # only raw.json of each run comes back
 fi
 if [ "$what" = quality ]; then  # e.g. --model smollm2 --text bible --tokens ...
   export VLLM_SINK_CACHE=/tmp/vllm-sink-plugin
-  [ -d "$VLLM_SINK_CACHE" ] || cat "$parts"/assets/assets.tar.* | tar xf - -C /tmp/
+  # Each upload group NAME.tar.* under assets/ (assets: SmolLM2 and the texts;
+  # qwen: Qwen2.5-Coder-0.5B) unpacks once into /tmp/vllm-sink-plugin/.
+  for group in $(ls "$parts"/assets | sed 's/\.tar\..*//' | sort -u); do
+    [ -e "/tmp/.unpacked-$group" ] && continue
+    cat "$parts"/assets/"$group".tar.* | tar xf - -C /tmp/
+    touch "/tmp/.unpacked-$group"
+  done
   python3 -m benchmarks.perplexity "$@" --out /tmp/quality-run || status=$?
   mkdir -p "$out/quality"
   cp /tmp/quality-run/summary.* /tmp/quality-run/curves.json "$out/quality/" || status=1

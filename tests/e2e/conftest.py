@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from tests.e2e.sink_engine import in_process_llm
 from tests.reference import StreamingLlamaReference
 
 BLOCK = 32
@@ -26,6 +27,17 @@ def reference(tiny_llama):
         )
 
     return make
+
+
+def tiny_engine(model, additional_config):
+    """The in-process tiny-Llama engine of the white-box sink tests."""
+    return in_process_llm(
+        model,
+        skip_tokenizer_init=True,
+        max_model_len=MAX_MODEL_LEN,
+        max_num_batched_tokens=512,
+        additional_config=additional_config,
+    )
 
 
 def _sampling(**kwargs):

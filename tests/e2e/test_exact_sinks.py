@@ -19,11 +19,11 @@ from tests.e2e.conftest import (
     _sampling,
     _tokens,
     no_growth,
+    tiny_engine,
 )
 from tests.e2e.sink_engine import (
     engine_config,
     free_blocks,
-    in_process_llm,
     sink_config,
 )
 from tests.reference import StreamingLlamaReference
@@ -37,13 +37,7 @@ EXACT = {**sink_config(SINKS, WINDOW), "sink_exact_tokens": True}
 
 @pytest.fixture(scope="module")
 def exact(tiny_llama):
-    with in_process_llm(
-        tiny_llama,
-        skip_tokenizer_init=True,
-        max_model_len=MAX_MODEL_LEN,
-        max_num_batched_tokens=512,
-        additional_config=EXACT,
-    ) as engine:
+    with tiny_engine(tiny_llama, EXACT) as engine:
         yield engine
 
 

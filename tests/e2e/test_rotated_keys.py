@@ -17,8 +17,9 @@ from tests.e2e.conftest import (
     _tokens,
     no_growth,
     prompt_logprob_errors,
+    tiny_engine,
 )
-from tests.e2e.sink_engine import free_blocks, in_process_llm, sink_config
+from tests.e2e.sink_engine import free_blocks, sink_config
 
 pytestmark = pytest.mark.e2e
 
@@ -27,13 +28,7 @@ pytestmark = pytest.mark.e2e
 def rotated(tiny_llama):
     with pytest.MonkeyPatch.context() as env:
         env.setenv("VLLM_SINK_ROTATED_KEYS", "1")
-        with in_process_llm(
-            tiny_llama,
-            skip_tokenizer_init=True,
-            max_model_len=MAX_MODEL_LEN,
-            max_num_batched_tokens=512,
-            additional_config=sink_config(SINKS, WINDOW),
-        ) as engine:
+        with tiny_engine(tiny_llama, sink_config(SINKS, WINDOW)) as engine:
             yield engine
 
 

@@ -12,10 +12,10 @@ from tests.e2e.conftest import (
     _tokens,
     no_growth,
     prompt_logprob_errors,
+    tiny_engine,
 )
 from tests.e2e.sink_engine import (
     free_blocks,
-    in_process_llm,
     near_tie_divergence,
     sink_config,
     top_logprobs,
@@ -26,13 +26,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def tiny_sink(tiny_llama):
-    with in_process_llm(
-        tiny_llama,
-        skip_tokenizer_init=True,
-        max_model_len=MAX_MODEL_LEN,
-        max_num_batched_tokens=512,
-        additional_config=sink_config(SINKS, WINDOW),
-    ) as engine:
+    with tiny_engine(tiny_llama, sink_config(SINKS, WINDOW)) as engine:
         yield engine
 
 
