@@ -108,7 +108,9 @@ class StreamingSinkCpuImpl(CPUAttentionBackendImpl):
             keys = pages[:seq_len, :, :head_size]
             values = pages[:seq_len, :, head_size:]
             slots = positions = None
-            if masks is not None and masks[i] is not None:
+            # A forward that _prepare_inputs did not lay out (a dummy batch)
+            # may see an older step's rows; rows beyond them get no mask.
+            if masks is not None and i < len(masks) and masks[i] is not None:
                 slots, positions = kept_slots(seq_len, masks[i])
                 keys, values = keys[slots], values[slots]
             if not self.sink_keys_rotated:

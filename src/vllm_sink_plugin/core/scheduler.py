@@ -192,18 +192,17 @@ class StreamingSinkScheduler(Scheduler):
                 request._block_hasher = None
                 request.block_hashes = []
                 req_id = request.request_id
+                window = SinkWindow.from_tokens(
+                    block_size=self.sink_block_size,
+                    num_sink_tokens=policy.num_sink_tokens,
+                    sink_window=policy.sink_window,
+                )
+                masked = policy.num_masked_sink_slots(self.sink_block_size)
                 self._sink_requests[req_id] = _SinkRequest(
-                    window=SinkWindow.from_tokens(
-                        block_size=self.sink_block_size,
-                        num_sink_tokens=policy.num_sink_tokens,
-                        sink_window=policy.sink_window,
-                    ),
+                    window=window,
                     max_chunk=policy.prefill_chunk(self.sink_block_size),
                     fields=sink_fields(request.sampling_params.extra_args),
-                    num_sink_tokens=policy.num_sink_tokens
-                    if policy.sink_exact_tokens
-                    else policy.num_sink_blocks(self.sink_block_size)
-                    * self.sink_block_size,
+                    num_sink_tokens=window.num_sink_slots - masked,
                 )
                 self._defer_prompt_tail(request)
         super().add_request(request)
