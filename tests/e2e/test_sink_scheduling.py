@@ -82,19 +82,22 @@ def test_mixed_batch_dense_requests_equal_stock_vllm(tiny_llama):
         assert len(out.outputs[0].token_ids) == n
 
 
-def test_memory_pressure_preempts_and_resumes_exactly(tiny_llama):
+@pytest.mark.parametrize("exact", [False, True], ids=["block-sinks", "exact-sinks"])
+def test_memory_pressure_preempts_and_resumes_exactly(tiny_llama, exact):
     # Equal lengths keep the 4 streams in step: each holds 3 blocks (1 sink +
     # 2 window) and needs a 4th every 32 tokens, all at once, while the pool
     # has 13 usable blocks (one is vLLM's null block): the newest stream is
     # preempted every 30 tokens, each time after its window has rolled.
+    # With exact sinks the mask must survive the re-prefill after preemption.
     streams = [_tokens(40, 30 + i) for i in range(4)]
     n = 500
+    config = {**sink_config(SINKS, WINDOW), "sink_exact_tokens": exact}
     with in_process_llm(
         tiny_llama,
         skip_tokenizer_init=True,
         max_model_len=13 * BLOCK,  # the most this pool admits
         num_gpu_blocks_override=14,
-        additional_config=sink_config(SINKS, WINDOW),
+        additional_config=config,
     ) as (llm, scheduler):
         start = free_blocks(scheduler)
         outs = llm.generate(
@@ -113,7 +116,11 @@ def test_memory_pressure_preempts_and_resumes_exactly(tiny_llama):
         got = out.outputs[0]
         assert len(got.token_ids) == n
         ref = StreamingLlamaReference(
-            tiny_llama, num_sink_tokens=SINKS, sink_window=WINDOW, block_size=BLOCK
+            tiny_llama,
+            num_sink_tokens=SINKS,
+            sink_window=WINDOW,
+            block_size=BLOCK,
+            exact_sinks=exact,
         ).stream(
             prompt,
             max_new_tokens=n,
