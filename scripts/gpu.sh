@@ -7,10 +7,11 @@
 #
 # quality runs benchmarks.perplexity with the extra args; the model and text
 # assets come from PARTS_DIR/assets/assets.tar.* (upload .gpu-bundle/a-assets.tar.*
-# there; Qwen2.5 from qwen.tar.*, .gpu-bundle/q-*) and its reports land in $OUT/quality. tp and tp-bench need two GPUs and
-# a bundle built --with-ray (issue 7): tp runs tests/gpu/test_gpu_tp.py (TP=2
-# over Ray), tp-bench the P2 plugin streams at TP=1 and TP=2 and writes
-# $OUT/summary.json (benchmarks/tp_summary.py).
+# there; Qwen2.5 from qwen.tar.*, .gpu-bundle/q-*) and its reports land in
+# $OUT/quality. tp and tp-bench need two GPUs and a bundle built --with-ray
+# (issue 7): tp runs tests/gpu/test_gpu_tp.py (TP=2 over Ray), tp-bench the P2
+# plugin streams at TP=1 and TP=2 and writes $OUT/summary.json
+# (benchmarks/tp_summary.py).
 #
 # PARTS_DIR holds the bundle parts (shared/gpu/build-bundle.sh) and, where
 # pytest is missing on the machine, its wheels (.gpu-bundle/tools).

@@ -60,13 +60,18 @@ def reference_prompt_logprobs(reference):
     )
 
 
-def prompt_logprob_errors(llm, reference_logprobs):
-    out = llm.generate(
-        [{"prompt_token_ids": PROMPT}], _sampling(max_tokens=1, prompt_logprobs=1)
-    )[0]
-    ours = [out.prompt_logprobs[i][t].logprob for i, t in enumerate(PROMPT) if i]
-    assert len(ours) == len(reference_logprobs) == len(PROMPT) - 1
+def output_errors(out, prompt, reference_logprobs):
+    """|Δlogprob| per prompt token of a finished request vs the reference."""
+    ours = [out.prompt_logprobs[i][t].logprob for i, t in enumerate(prompt) if i]
+    assert len(ours) == len(reference_logprobs) == len(prompt) - 1
     return [abs(a - b) for a, b in zip(ours, reference_logprobs, strict=True)]
+
+
+def prompt_logprob_errors(llm, reference_logprobs, prompt=PROMPT, **extra):
+    """Streams ``prompt`` teacher-forced; |Δlogprob| per token vs the reference."""
+    params = _sampling(max_tokens=1, prompt_logprobs=1, **extra)
+    out = llm.generate([{"prompt_token_ids": prompt}], params)[0]
+    return output_errors(out, prompt, reference_logprobs)
 
 
 def no_growth(errors, slack):

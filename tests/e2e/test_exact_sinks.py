@@ -19,6 +19,7 @@ from tests.e2e.conftest import (
     _sampling,
     _tokens,
     no_growth,
+    output_errors,
     tiny_engine,
 )
 from tests.e2e.sink_engine import (
@@ -60,12 +61,6 @@ def _stream(reference, prompt, max_new_tokens=0):
     )
 
 
-def _errors(out, prompt, expected):
-    ours = [out.prompt_logprobs[i][t].logprob for i, t in enumerate(prompt) if i]
-    assert len(ours) == len(expected) == len(prompt) - 1
-    return [abs(a - b) for a, b in zip(ours, expected, strict=True)]
-
-
 def test_teacher_forced_two_rows(exact, tiny_llama, reference_prompt_logprobs):
     llm, scheduler = exact
     start_free = free_blocks(scheduler)
@@ -81,12 +76,12 @@ def test_teacher_forced_two_rows(exact, tiny_llama, reference_prompt_logprobs):
             ),
         ],
     )
-    errors = _errors(outs[0], PROMPT, expected_exact)
+    errors = output_errors(outs[0], PROMPT, expected_exact)
     early, late = no_growth(errors, slack=2.0)
     # The rounded policy (the 30 slots visible) is another stream: the mask
     # is what makes the match.
-    rounded = max(_errors(outs[0], PROMPT, reference_prompt_logprobs))
-    whole_errors = _errors(outs[1], whole, expected_whole)
+    rounded = max(output_errors(outs[0], PROMPT, reference_prompt_logprobs))
+    whole_errors = output_errors(outs[1], whole, expected_whole)
     print(
         f"MEASURED exact sinks S={SINKS} fp32 max|dlogprob|={max(errors):.3g} "
         f"(10-20% {early:.3g}, last 10% {late:.3g}); vs the rounded policy "

@@ -16,7 +16,7 @@ import statistics
 
 import pytest
 
-from tests.e2e.conftest import _sampling, _tokens, no_growth
+from tests.e2e.conftest import _sampling, _tokens, no_growth, prompt_logprob_errors
 from tests.e2e.sink_engine import in_process_llm, near_tie_divergence, sink_config
 from tests.reference import StreamingLlamaReference
 
@@ -55,14 +55,6 @@ def reference_logprobs(tiny_llama):
     return stream.prompt_logprobs
 
 
-def _prompt_logprob_errors(llm, prompt, reference, **extra):
-    params = _sampling(max_tokens=1, prompt_logprobs=1, **extra)
-    out = llm.generate([{"prompt_token_ids": prompt}], params)[0]
-    ours = [out.prompt_logprobs[i][t].logprob for i, t in enumerate(prompt) if i]
-    assert len(ours) == len(reference) == len(prompt) - 1
-    return [abs(a - b) for a, b in zip(ours, reference, strict=True)]
-
-
 @pytest.mark.parametrize("runner", ["v2", "v2-sync", "v1"])
 def test_fp32_teacher_forced_matches_reference(
     tiny_llama, reference_logprobs, runner, monkeypatch
@@ -79,7 +71,7 @@ def check_fp32_stream(engine, prompt, reference, *, label):
     every block back in the pool afterwards."""
     llm, sched = engine
     start_free = sched.kv_cache_manager.block_pool.get_num_free_blocks()
-    errors = _prompt_logprob_errors(llm, prompt, reference)
+    errors = prompt_logprob_errors(llm, reference, prompt=prompt)
     assert sched.kv_cache_manager.block_pool.get_num_free_blocks() == start_free
     early, late = no_growth(errors, slack=2.0)
     print(
@@ -100,11 +92,11 @@ def test_bf16_error_not_above_stock_dense_bf16(tiny_llama, reference_logprobs):
         for p in dense_prompts
     ]
     with _engine(tiny_llama, dtype="bfloat16", enforce_eager=False) as (llm, _):
-        sink = _prompt_logprob_errors(llm, PROMPT, reference_logprobs)
+        sink = prompt_logprob_errors(llm, reference_logprobs, prompt=PROMPT)
         dense = []
         for prompt, ref in zip(dense_prompts, dense_reference, strict=True):
-            errors = _prompt_logprob_errors(
-                llm, prompt, ref, extra_args={"kv_policy": "none"}
+            errors = prompt_logprob_errors(
+                llm, ref, prompt=prompt, extra_args={"kv_policy": "none"}
             )
             dense += errors[CACHE // 2 :]  # context lengths 40 .. 95
     early, late = no_growth(sink, slack=2.0)

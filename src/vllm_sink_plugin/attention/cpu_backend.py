@@ -34,7 +34,6 @@ from vllm.v1.attention.backends.cpu_attn import (
 
 from vllm_sink_plugin.attention import sink_masks
 from vllm_sink_plugin.attention.rope import rotate_keys
-from vllm_sink_plugin.attention.sink_masks import kept_slots
 
 
 def _policy_enabled() -> bool:
@@ -111,7 +110,7 @@ class StreamingSinkCpuImpl(CPUAttentionBackendImpl):
             # A forward that _prepare_inputs did not lay out (a dummy batch)
             # may see an older step's rows; rows beyond them get no mask.
             if masks is not None and i < len(masks) and masks[i] is not None:
-                slots, positions = kept_slots(seq_len, masks[i])
+                slots, positions = sink_masks.kept_slots(seq_len, masks[i])
                 keys, values = keys[slots], values[slots]
             if not self.sink_keys_rotated:
                 keys = rotate_keys(self.sink_rotary, keys, positions)

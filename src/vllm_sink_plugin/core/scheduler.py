@@ -89,14 +89,14 @@ class _SinkRequest:
         max_chunk: most prompt tokens it runs in one step.
         fields: its per-request sink fields (a streaming-input session keeps
             those of its first input).
-        num_sink_tokens: S, the sinks attention sees once the window rolls
-            (fewer than ``window.num_sink_slots`` only with exact sinks).
+        mask: ``(S, sink slots)`` when exact sinks leave sink slots for
+            attention to skip once the window rolls; None otherwise.
     """
 
     window: SinkWindow
     max_chunk: int
     fields: dict
-    num_sink_tokens: int
+    mask: tuple[int, int] | None
 
 
 @dataclasses.dataclass
@@ -136,8 +136,8 @@ class StreamingSinkScheduler(Scheduler):
         self._sink_evicted_outputs: dict[str, int] = {}
         self.sink_rotated = rotated_keys()
         self._sink_shifts: dict[str, _RopeShift] = {}
-        # req_id -> (S, sink slots): exact sinks, masked after the first eviction
-        self._sink_masks: dict[str, tuple[int, int]] = {}
+        # Requests with a mask that have evicted: their masks are sent each step.
+        self._sink_masked: set[str] = set()
         self._skip_prefix_caching_of_sink_requests()
         logger.info(
             "StreamingSinkScheduler: block size %d, %d sink tokens, window %d, "
@@ -198,11 +198,12 @@ class StreamingSinkScheduler(Scheduler):
                     sink_window=policy.sink_window,
                 )
                 masked = policy.num_masked_sink_slots(self.sink_block_size)
+                slots = window.num_sink_slots
                 self._sink_requests[req_id] = _SinkRequest(
                     window=window,
                     max_chunk=policy.prefill_chunk(self.sink_block_size),
                     fields=sink_fields(request.sampling_params.extra_args),
-                    num_sink_tokens=window.num_sink_slots - masked,
+                    mask=(slots - masked, slots) if masked else None,
                 )
                 self._defer_prompt_tail(request)
         super().add_request(request)
@@ -374,8 +375,8 @@ class StreamingSinkScheduler(Scheduler):
             self._sink_evicted_outputs.get(req_id, 0) + num_output
         )
         request.num_computed_tokens -= count
-        if sink.num_sink_tokens < window.num_sink_slots:
-            self._sink_masks[req_id] = (sink.num_sink_tokens, window.num_sink_slots)
+        if sink.mask is not None:
+            self._sink_masked.add(req_id)
 
         _, unsent, revealed = self._sink_unsent.get(req_id, (start, 0, []))
         assert not revealed, "evictions are applied before revealed tokens"
@@ -406,15 +407,15 @@ class StreamingSinkScheduler(Scheduler):
             if new.req_id in self._sink_requests:
                 new.block_ids = self._worker_row(new.req_id)
                 sent_whole.append(new.req_id)
-        if self._sink_masks:
+        if self._sink_masked:
             scheduled = [
                 *cached.req_ids,
                 *(new.req_id for new in output.scheduled_new_reqs),
             ]
             output.sink_masks = {
-                req_id: self._sink_masks[req_id]
+                req_id: self._sink_requests[req_id].mask
                 for req_id in scheduled
-                if req_id in self._sink_masks
+                if req_id in self._sink_masked
             }
         if self.sink_rotated:
             output.sink_views = {
@@ -517,7 +518,7 @@ class StreamingSinkScheduler(Scheduler):
         self._sink_unsent.pop(request.request_id, None)
         self._sink_pending.pop(request.request_id, None)
         self._sink_evicted_outputs.pop(request.request_id, None)
-        self._sink_masks.pop(request.request_id, None)
+        self._sink_masked.discard(request.request_id)
         return super()._free_request(request, *args, **kwargs)
 
 
