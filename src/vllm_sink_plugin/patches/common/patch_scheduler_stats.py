@@ -3,7 +3,8 @@
 
 Target:      vllm.v1.metrics.stats.SchedulerStats (a dataclass)
 Process:     all (the engine core encodes it, the frontend decodes it)
-vLLM:        ==0.32.0 (verified 0.32.0)
+vLLM:        0.32.0, 0.33.0 (compat.SUPPORTED_VLLM; verified 0.32.0 CPU;
+             0.33.0: drift canaries, tests/compat)
 Why:         The engine core's only channel for statistics is
              ``SchedulerStats``, sent inside ``EngineCoreOutputs`` with a
              msgspec decoder typed by that dataclass's fields: an attribute

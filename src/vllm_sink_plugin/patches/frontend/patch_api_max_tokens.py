@@ -6,7 +6,8 @@ Target:      vllm.entrypoints.serve.utils.api_utils.get_max_tokens and every
              vllm.renderers.params.TokenizeParams.__post_init__;
              vllm.renderers.base.BaseRenderer.__init__
 Process:     frontend (the API server processes, the render server)
-vLLM:        ==0.32.0 (verified 0.32.0)
+vLLM:        0.32.0, 0.33.0 (compat.SUPPORTED_VLLM; verified 0.32.0 CPU;
+             0.33.0: drift canaries, tests/compat)
 Why:         The server clamps every request's ``max_tokens`` to
              ``max_model_len - prompt_len`` (``get_max_tokens``), and
              ``TokenizeParams`` rejects ``max_tokens > max_model_len`` with a
@@ -14,15 +15,20 @@ Why:         The server clamps every request's ``max_tokens`` to
              window, so neither limit applies to it.
 How:         ``BaseRenderer.__init__`` (every frontend builds one renderer
              from its VllmConfig) records the engine's policy in this
-             process. While the process serves sink engines only,
-             ``get_max_tokens`` keeps the stock input-length check, the
+             process. For a sink request (the request being served is known
+             through patch_request_policy's context variable; without one,
+             while the process serves sink engines only) ``get_max_tokens``
+             keeps the stock input-length check, the
              server's override and the platform limit, but drops the
              ``max_model_len`` clamp: an explicit ``max_tokens`` is honoured,
              an omitted one (and no generation-config default) gets
              ``DEFAULT_SINK_MAX_TOKENS`` or ``$VLLM_SINK_DEFAULT_MAX_TOKENS``;
              ``TokenizeParams`` clamps its (informational) output budget to
-             ``max_total_tokens`` instead of raising. Otherwise the stock
-             functions run untouched. Prompt lengths are checked per request
+             ``max_total_tokens`` instead of raising, and the sink limits
+             apply (``request_policy.check_sizes``: max_tokens <= 2**30,
+             the prompt <= --sink-max-prompt-tokens, HTTP 400 naming the
+             field). Dense requests, on any engine, run the stock functions
+             untouched. Prompt lengths are checked per request
              when the prompt is rendered (patch_request_policy).
 Upstream:    none: the clamp is correct for every stock cache policy.
 Remove when: vLLM asks the KV cache policy for a request's output limit.
@@ -37,7 +43,11 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from vllm_sink_plugin.config import StreamingSinkConfig, StreamingSinkConfigError
+from vllm_sink_plugin.config import (
+    SINK_MAX_TOKENS_LIMIT,
+    StreamingSinkConfig,
+    StreamingSinkConfigError,
+)
 from vllm_sink_plugin.patches._base import wrap_attribute
 
 # Output cap of a sink request that gives no max_tokens (stock: the space left
@@ -78,9 +88,10 @@ def default_max_tokens(environ: Mapping[str, str] = os.environ) -> int:
         value = int(raw)
     except ValueError:
         value = 0
-    if value < 1:
+    if not 1 <= value <= SINK_MAX_TOKENS_LIMIT:
         raise StreamingSinkConfigError(
-            f"${DEFAULT_MAX_TOKENS_ENV} must be an integer >= 1, got {raw!r}"
+            f"${DEFAULT_MAX_TOKENS_ENV} must be an integer in [1, "
+            f"{SINK_MAX_TOKENS_LIMIT}], got {raw!r}"
         )
     return value
 
@@ -165,7 +176,15 @@ def _get_max_tokens(original):
         override_max_tokens=None,
         truncate_prompt_tokens=None,
     ):
-        if not sink_served():
+        request = _request_in_flight()
+        policy = None
+        if request is not None:
+            from vllm_sink_plugin.patches.frontend.patch_request_policy import (
+                request_policy,
+            )
+
+            policy = request_policy(request, chat=hasattr(request, "messages"))
+        if policy is None if request is not None else not sink_served():
             return original(
                 max_model_len,
                 max_tokens,
@@ -176,7 +195,7 @@ def _get_max_tokens(original):
             )
         from vllm.platforms import current_platform
 
-        return sink_max_tokens(
+        result = sink_max_tokens(
             max_model_len,
             max_tokens,
             input_length,
@@ -186,14 +205,39 @@ def _get_max_tokens(original):
             platform_max_tokens=current_platform.get_max_output_tokens(input_length),
             default_cap=_default_cap,
         )
+        if policy is not None:
+            from vllm_sink_plugin.request_policy import check_sizes
+
+            check_sizes(
+                policy,
+                max_tokens=result,
+                prompt_len=input_length,
+                prompt_logprobs=getattr(request, "prompt_logprobs", None),
+            )
+        return result
 
     return get_max_tokens
+
+
+def _request_in_flight():
+    from vllm_sink_plugin.patches.frontend.patch_request_policy import (
+        current_request,
+    )
+
+    return current_request()
 
 
 def _post_init(original):
     def __post_init__(self):
         total = self.max_total_tokens
-        if sink_served() and total is not None and self.max_output_tokens > total:
+        from vllm_sink_plugin.patches.frontend.patch_request_policy import (
+            lifting_length_limits,
+        )
+
+        lift = lifting_length_limits()
+        if lift is None:  # not built for a request: the engine's policy
+            lift = sink_served()
+        if lift and total is not None and self.max_output_tokens > total:
             # Only the ``== 0`` test (pooling) reads it after validation.
             object.__setattr__(self, "max_output_tokens", total)
         original(self)

@@ -4,7 +4,8 @@
 Target:      vllm.engine.arg_utils.EngineArgs.{add_cli_args, from_cli_args,
              create_engine_config}
 Process:     frontend (``vllm serve``, ``LLM(...)``, Ray Serve replicas)
-vLLM:        ==0.32.0 (verified 0.32.0)
+vLLM:        0.32.0, 0.33.0 (compat.SUPPORTED_VLLM; verified 0.32.0 CPU;
+             0.32.0 and 0.33.0 CUDA, H100: tests/gpu)
 Why:         vLLM has no API for a plugin's engine flags, and ``from_cli_args``
              keeps only dataclass fields, so unknown flags would be dropped.
 How:         ``add_cli_args`` gets a "StreamingLLM" argument group;
@@ -24,6 +25,7 @@ from typing import Any
 
 from vllm_sink_plugin.config import (
     DEFAULT_NUM_SINK_TOKENS,
+    DEFAULT_SINK_MAX_PROMPT_TOKENS,
     DEFAULT_SINK_WINDOW,
     FLAGS,
     KV_POLICIES,
@@ -100,6 +102,15 @@ def add_sink_arguments(parser: argparse.ArgumentParser) -> None:
         help="Once the window rolls, attend exactly --num-sink-tokens sinks "
         "instead of whole sink blocks (the paper's sink counts below the block "
         "size). Raw-key CPU backend only; refused with rotated keys (GPU).",
+    )
+    group.add_argument(
+        FLAGS["sink_max_prompt_tokens"],
+        type=int,
+        default=argparse.SUPPRESS,
+        help="Most prompt tokens of one sink request (max_model_len does not "
+        "limit them: prompts stream through the cache); with prompt_logprobs=k "
+        "at most this many / (k + 1). Longer prompts get HTTP 400. Default: "
+        f"{DEFAULT_SINK_MAX_PROMPT_TOKENS}.",
     )
 
 

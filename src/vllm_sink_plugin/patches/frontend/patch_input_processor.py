@@ -2,11 +2,12 @@
 """``LLM`` / ``AsyncLLM`` accept sink requests whose prompt outgrows the cache.
 
 Target:      vllm.v1.engine.input_processor.InputProcessor.{process_inputs,
-             _validate_prompt_len};
+             _validate_prompt_len, _validate_model_input};
              vllm.renderers.base.BaseRenderer.{default_cmpl_tok_params,
              default_chat_tok_params} (cached properties)
 Process:     frontend (wherever an LLM, LLMEngine or AsyncLLM runs)
-vLLM:        ==0.32.0 (verified 0.32.0)
+vLLM:        0.32.0, 0.33.0 (compat.SUPPORTED_VLLM; verified 0.32.0 CPU;
+             0.32.0 and 0.33.0 CUDA, H100: tests/gpu)
 Why:         The renderer (``LLM.generate``/``chat`` tokenize with its
              default ``TokenizeParams``) and ``process_inputs`` refuse
              prompts longer than max_model_len, and ``process_inputs``
@@ -22,9 +23,12 @@ How:         On a sink engine the renderer's default ``TokenizeParams`` carry
              ``VLLMValidationError``). For a sink request it gives an omitted
              ``max_tokens`` the documented default cap (on a copy of the
              params) and, for the duration of the call, lets
-             ``_validate_prompt_len`` skip its max_model_len test (empty
-             prompts are still refused). Dense requests run the stock
-             code, so their prompt limit still holds there.
+             ``_validate_prompt_len`` apply the sink limits instead of its
+             max_model_len test (``request_policy.check_sizes``: max_tokens,
+             prompt tokens x (prompt_logprobs + 1); empty prompts are still
+             refused), and ``_validate_model_input`` refuse prompt embeddings
+             and multimodal inputs. Dense requests run the stock code, so
+             their prompt limit still holds there.
 Upstream:    none: the limit is right for every stock cache policy.
 Remove when: vLLM asks the KV cache policy for a request's length limit.
 Tests:       tests/e2e/test_sink_scheduling.py, tests/e2e/test_serve_sink.py
@@ -38,7 +42,12 @@ import threading
 from vllm_sink_plugin.config import StreamingSinkConfig
 from vllm_sink_plugin.patches._base import wrap_attribute
 from vllm_sink_plugin.patches.frontend.patch_api_max_tokens import default_cap
-from vllm_sink_plugin.request_policy import SinkRequestError, field_name, resolve
+from vllm_sink_plugin.request_policy import (
+    SinkRequestError,
+    check_sizes,
+    field_name,
+    resolve,
+)
 
 _state = threading.local()
 
@@ -66,27 +75,55 @@ def _policy_of(processor, params):
 
 def _process_inputs(original):
     def process_inputs(self, request_id, prompt, params, *args, **kwargs):
-        if _policy_of(self, params) is None:
+        policy = _policy_of(self, params)
+        if policy is None:
             return original(self, request_id, prompt, params, *args, **kwargs)
         if params.max_tokens is None:
             params = params.clone()
             params.max_tokens = default_cap()
-        _state.sink = True
+        check_sizes(policy, max_tokens=params.max_tokens, prompt_len=None)
+        _state.sink = (policy, params.prompt_logprobs)
         try:
             return original(self, request_id, prompt, params, *args, **kwargs)
         finally:
-            _state.sink = False
+            _state.sink = None
 
     return process_inputs
 
 
 def _validate_prompt_len(original):
     def validate_prompt_len(self, prompt_len, prompt_type):
-        if getattr(_state, "sink", False) and prompt_type == "decoder" and prompt_len:
+        sink = getattr(_state, "sink", None)
+        if sink is not None and prompt_type == "decoder" and prompt_len:
+            policy, prompt_logprobs = sink
+            check_sizes(
+                policy,
+                max_tokens=None,
+                prompt_len=prompt_len,
+                prompt_logprobs=prompt_logprobs,
+            )
             return None
         return original(self, prompt_len, prompt_type)
 
     return validate_prompt_len
+
+
+def _validate_model_input(original):
+    def validate_model_input(self, prompt_input, prompt_type, *args, **kwargs):
+        kind = prompt_input.get("type")
+        if getattr(_state, "sink", None) is not None and kind in (
+            "embeds",
+            "multimodal",
+        ):
+            field = "prompt_embeds" if kind == "embeds" else "multi_modal_data"
+            raise SinkRequestError(
+                f"{field}: a sink request needs a prompt of token ids (evictions "
+                "work on token positions); send kv_policy 'none' for this request",
+                parameter=field,
+            )
+        return original(self, prompt_input, prompt_type, *args, **kwargs)
+
+    return validate_model_input
 
 
 def _tok_params(original):
@@ -109,3 +146,4 @@ def apply() -> None:
 
     wrap_attribute(InputProcessor, "process_inputs", _process_inputs)
     wrap_attribute(InputProcessor, "_validate_prompt_len", _validate_prompt_len)
+    wrap_attribute(InputProcessor, "_validate_model_input", _validate_model_input)

@@ -6,9 +6,12 @@ Target:      vllm.entrypoints.openai.chat_completion.protocol
              vllm.entrypoints.openai.completion.protocol
              .CompletionRequest.{build_tok_params, to_sampling_params};
              vllm.entrypoints.openai.chat_completion.serving
-             .OpenAIServingChat.render_chat_request
+             .OpenAIServingChat.{render_chat_request, create_chat_completion};
+             vllm.entrypoints.openai.completion.serving
+             .OpenAIServingCompletion.create_completion
 Process:     frontend (the API server processes)
-vLLM:        ==0.32.0 (verified 0.32.0)
+vLLM:        0.32.0, 0.33.0 (compat.SUPPORTED_VLLM; verified 0.32.0 CPU;
+             0.33.0: drift canaries, tests/compat)
 Why:         Per-request settings travel in ``vllm_xargs`` (->
              ``SamplingParams.extra_args``), which vLLM passes on unread; a
              bad value found later, in the engine, would surface as an error
@@ -22,7 +25,13 @@ How:         ``build_tok_params`` (the first step of rendering a request)
              policy (``request_policy.resolve``: bad fields raise
              ``VLLMValidationError`` -> HTTP 400 naming the field) and, for a
              sink request, drops the prompt-length limit from its
-             ``TokenizeParams``. ``render_chat_request`` then turns
+             ``TokenizeParams`` (and refuses beam search and prompt
+             embeddings for it). ``create_completion`` /
+             ``create_chat_completion`` make the request known to
+             ``get_max_tokens`` (a context variable), so a dense request on
+             a sink server keeps every stock length rule and a sink request
+             gets the sink limits (patch_api_max_tokens).
+             ``render_chat_request`` then turns
              ``pin_system_prompt`` into ``num_sink_tokens`` = the tokens of
              the rendered system message (at least the configured sinks).
              ``to_sampling_params`` checks the final fields once more (a
@@ -36,7 +45,9 @@ Tests:       tests/e2e/test_serve_sink.py, tests/unit/test_request_policy.py
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import threading
 from typing import Any
 
 from vllm_sink_plugin.patches._base import wrap_attribute
@@ -97,18 +108,108 @@ def request_policy(request: Any, *, chat: bool):
     return policy
 
 
+# The request an OpenAI endpoint is serving in this task (set around
+# create_completion / create_chat_completion), so that vLLM's request-blind
+# helpers (get_max_tokens) can apply the request's own policy.
+_current_request: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "sink_current_request", default=None
+)
+# Set while build_tok_params builds a sink request's TokenizeParams (sync).
+_lift = threading.local()
+
+
+def current_request() -> Any:
+    """The OpenAI request being served in this task, or None."""
+    return _current_request.get()
+
+
+def lifting_length_limits() -> bool | None:
+    """True/False inside ``build_tok_params`` (sink/dense request), else None."""
+    return getattr(_lift, "on", None)
+
+
+def check_request_features(request: Any) -> None:
+    """Refuses request features a sink request cannot run, naming the field.
+
+    Raises:
+        SinkRequestError: beam search (it re-prefills each beam's whole
+            history, which a sink request no longer has) or prompt
+            embeddings (evictions work on token positions).
+    """
+    if getattr(request, "use_beam_search", False):
+        raise SinkRequestError(
+            "use_beam_search: beam search re-runs each beam's whole history, "
+            "which a sink request evicts; use sampling (n > 1 works) or "
+            "kv_policy 'none' for this request",
+            parameter="use_beam_search",
+            value=True,
+        )
+    if getattr(request, "prompt_embeds", None) is not None:
+        raise SinkRequestError(
+            "prompt_embeds: a sink request needs a prompt of token ids "
+            "(evictions work on token positions); send kv_policy 'none' for "
+            "this request",
+            parameter="prompt_embeds",
+        )
+
+
 def _build_tok_params(chat: bool):
     def make(original):
         def build_tok_params(self, model_config):
-            params = original(self, model_config)
-            if request_policy(self, chat=chat) is None:
+            policy = request_policy(self, chat=chat)
+            if policy is not None:
+                check_request_features(self)
+            _lift.on = policy is not None
+            try:
+                params = original(self, model_config)
+            finally:
+                _lift.on = None
+            if policy is None:
                 return params
-            # Sink requests stream prompts of any length through the cache.
+            # Sink requests stream prompts of any length through the cache
+            # (their own limit is checked with the prompt's length).
             return dataclasses.replace(params, max_total_tokens=None)
 
         return build_tok_params
 
     return make
+
+
+async def restore_raw_xargs(request: Any, raw_request: Any) -> None:
+    """Puts back the JSON values of the plugin's keys in ``vllm_xargs``.
+
+    vLLM's model types ``vllm_xargs`` as ``dict[str, str | int | float |
+    list]``, and pydantic turns ``true`` into ``1`` there; the resolver must
+    see the value the client sent, so that ``true`` for an integer field is
+    refused wherever it arrives (top level or ``vllm_xargs``). Only requests
+    that carry a plugin key in ``vllm_xargs`` pay for reading the body
+    (Starlette has cached it: FastAPI read it to build ``request``).
+    """
+    xargs = request.vllm_xargs
+    if not xargs or raw_request is None or not set(REQUEST_KEYS).intersection(xargs):
+        return
+    try:
+        sent = (await raw_request.json()).get("vllm_xargs")
+    except Exception:  # not a JSON object body: keep pydantic's values
+        return
+    if not isinstance(sent, dict):
+        return
+    request.vllm_xargs = {
+        key: sent[key] if key in REQUEST_KEYS and key in sent else value
+        for key, value in xargs.items()
+    }
+
+
+def _serving(original):
+    async def serve(self, request, raw_request=None, *args, **kwargs):
+        await restore_raw_xargs(request, raw_request)
+        token = _current_request.set(request)
+        try:
+            return await original(self, request, raw_request, *args, **kwargs)
+        finally:
+            _current_request.reset(token)
+
+    return serve
 
 
 def _to_sampling_params(chat: bool):
@@ -195,8 +296,11 @@ def apply() -> None:
     )
     from vllm.entrypoints.openai.chat_completion.serving import OpenAIServingChat
     from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+    from vllm.entrypoints.openai.completion.serving import OpenAIServingCompletion
 
     for cls, chat in ((ChatCompletionRequest, True), (CompletionRequest, False)):
         wrap_attribute(cls, "build_tok_params", _build_tok_params(chat))
         wrap_attribute(cls, "to_sampling_params", _to_sampling_params(chat))
     wrap_attribute(OpenAIServingChat, "render_chat_request", _render_chat_request)
+    wrap_attribute(OpenAIServingChat, "create_chat_completion", _serving)
+    wrap_attribute(OpenAIServingCompletion, "create_completion", _serving)

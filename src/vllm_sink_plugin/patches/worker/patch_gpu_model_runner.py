@@ -5,7 +5,8 @@ Target:      vllm.v1.worker.gpu_model_runner.GPUModelRunner.{_update_states,
              _get_prompt_logprobs_dict, _prepare_inputs}, and ``load_model``
              of it and of vllm.v1.worker.cpu_model_runner.CPUModelRunner
 Process:     worker
-vLLM:        ==0.32.0 (verified 0.32.0, CPU build)
+vLLM:        0.32.0, 0.33.0 (compat.SUPPORTED_VLLM; verified 0.32.0 CPU;
+             0.32.0 and 0.33.0 CUDA, H100: tests/gpu)
 Why:         A running request's token state only ever grows in V1; after the
              scheduler evicts tokens of a sink request, the worker's copy of
              its prompt/output tokens must shrink the same way before vLLM

