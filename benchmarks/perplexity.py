@@ -254,6 +254,7 @@ def build_llm(args, sink: bool = True):
     from vllm import LLM
 
     from vllm_sink_plugin.assets import ASSETS, fetch
+    from vllm_sink_plugin.config import DEFAULT_SINK_MAX_PROMPT_TOKENS
 
     model = fetch(args.model) if args.model in ASSETS else args.model
     config = {"kv_policy": "sink", "sink_request_default": "none"} if sink else {}
@@ -261,6 +262,9 @@ def build_llm(args, sink: bool = True):
         config["sink_prefill_chunk"] = args.chunk
     if sink and args.exact_sinks:
         config["sink_exact_tokens"] = True
+    if sink:  # the whole text is one prompt (README "Errors": the prompt cap)
+        cap = max(DEFAULT_SINK_MAX_PROMPT_TOKENS, args.tokens)
+        config["sink_max_prompt_tokens"] = cap
     return LLM(
         str(model),
         max_model_len=args.max_model_len,

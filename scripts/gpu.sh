@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# On the GPU machine (DEVELOPERS.md "GPU machine"): install the vLLM 0.32.0
-# bundle and this project, then run the GPU tests and/or the benchmarks.
+# On the GPU machine (DEVELOPERS.md "GPU machine"): install a vLLM bundle
+# (0.32.0 or 0.33.0, whichever PARTS_DIR holds) and this project, then run the
+# GPU tests and/or the benchmarks.
 #
 #   scripts/gpu.sh PARTS_DIR MODE [extra pytest / bench / perplexity args]
-#   MODE: tests | models | bench | all | install | tp | tp-bench | quality
+#   MODE: tests | models | bench | all | install | tp | tp-bench | quality | compat
+#
+# Each bundle installs into its own site, /tmp/site-<bundle hash> (or $SITE), so
+# 0.32.0 and 0.33.0 can sit side by side on one warm machine; the installed
+# vLLM version is printed and written to $OUT/gpu.txt with the card.
+# compat runs tests/gpu and `tests/models -k exact` and writes $OUT/compat.json
+# ({"vllm", "gpu", "gpu_tests", "models_exact"}: pytest's summary lines).
 #
 # quality runs benchmarks.perplexity with the extra args; the model and text
 # assets come from PARTS_DIR/assets/assets.tar.* (upload .gpu-bundle/a-assets.tar.*
@@ -21,7 +28,11 @@ cd "$(dirname "$0")/.."
 parts=${1:?usage: scripts/gpu.sh PARTS_DIR [tests|models|bench|all|install|tp|tp-bench|quality]}
 what=${2:-tests}
 shift 2 || shift $#
-site=/tmp/site
+if [ ! -f "$parts/bundle.sha256" ]; then
+  echo "gpu.sh: $parts/bundle.sha256 missing: upload every bundle part first" >&2
+  exit 2
+fi
+site=${SITE:-/tmp/site-$(cut -c1-12 "$parts/bundle.sha256")}
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 bash "$parts/install-bundle.sh" "$parts" "$site"
@@ -31,7 +42,11 @@ if ! python3 -c "import pytest, tqdm" 2>/dev/null; then
 fi
 python3 -m pip install -q --no-deps --no-build-isolation --upgrade --target "$site" . \
   2>&1 | grep -v "already exists" || true
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+vllm_version=$(python3 -c "import vllm; print(vllm.__version__)" 2>/dev/null | tail -1)
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  echo "vllm $vllm_version"
+  echo "cpu $(lscpu | sed -n 's/^Model name: *//p') x $(nproc)"
+} | tee "$out/gpu.txt"
 status=0
 run_pytest() {  # LOG_NAME TEST_PATH [pytest args]: full log in $out, summary here
   local log="$out/$1.log" path=$2
@@ -45,6 +60,23 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
 fi
 if [ "$what" = models ]; then  # the support matrix's GPU column (README)
   run_pytest models-tests tests/models "$@"
+fi
+if [ "$what" = compat ]; then  # issue 17: the GPU suite on this bundle's vLLM
+  run_pytest gpu-tests tests/gpu "$@"
+  run_pytest models-exact tests/models -k exact "$@"
+  python3 - "$out" "$vllm_version" <<'PY'
+import json, pathlib, subprocess, sys
+out, version = pathlib.Path(sys.argv[1]), sys.argv[2]
+def summary(name):
+    lines = (out / f"{name}.log").read_text().splitlines()
+    return next((l.strip("= ") for l in reversed(lines) if " in " in l), "no summary")
+gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                     capture_output=True, text=True).stdout.strip()
+result = {"vllm": version, "gpu": gpu, "gpu_tests": summary("gpu-tests"),
+          "models_exact": summary("models-exact")}
+(out / "compat.json").write_text(json.dumps(result, indent=2) + "\n")
+print(json.dumps(result))
+PY
 fi
 if [ "$what" = tp ]; then  # greedy TP=1 vs TP=2 lands in $out/tp_greedy.json
   SINK_RESULTS_DIR=$out run_pytest tp-tests tests/gpu/test_gpu_tp.py "$@"

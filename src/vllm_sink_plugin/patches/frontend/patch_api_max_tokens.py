@@ -56,7 +56,8 @@ DEFAULT_SINK_MAX_TOKENS = 4096
 DEFAULT_MAX_TOKENS_ENV = "VLLM_SINK_DEFAULT_MAX_TOKENS"
 
 SOURCE_MODULE = "vllm.entrypoints.serve.utils.api_utils"
-# Every module of vLLM 0.32.0 that does ``from api_utils import get_max_tokens``.
+# Every module that does ``from api_utils import get_max_tokens`` (the same in
+# 0.32.0 and 0.33.0; tests/compat/test_drift.py scans the installed vLLM for more).
 ALIAS_MODULES = (
     "vllm.entrypoints.openai.chat_completion.serving",
     "vllm.entrypoints.openai.chat_completion.batch_serving",
