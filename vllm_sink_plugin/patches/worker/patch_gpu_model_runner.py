@@ -146,8 +146,10 @@ def apply() -> None:
     )
     wrap_attribute(GPUModelRunner, "load_model", _load_model)
     wrap_attribute(GPUModelRunner, "_prepare_inputs", _prepare_inputs)
-    try:
-        from vllm.v1.worker.cpu_model_runner import CPUModelRunner
-    except ImportError:  # a GPU build without the CPU runner
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():  # the CPU runner is imported only on CPU
         return
+    from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+
     wrap_attribute(CPUModelRunner, "load_model", _load_model)
