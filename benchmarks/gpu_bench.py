@@ -179,7 +179,7 @@ def print_plan(jobs: list[EngineJob], sizes: Sizes, device: str, scale: str) -> 
 
 def run_job(job: EngineJob, args, sizes: Sizes, device: str, out: Path) -> dict:
     """Runs one engine's tasks in a spawned child; returns its result dict."""
-    from benchmarks.gpu.engine import child_main
+    from benchmarks.gpu.child import child_main
     from benchmarks.gpu.models import write_model
 
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On the GPU machine (DEVELOPERS.md "GPU machine"): install a vLLM bundle
+# On the GPU machine (benchmarks/README.md, "Speed on the GPU"): install a vLLM bundle
 # (0.32.0 or 0.33.0, whichever PARTS_DIR holds) and this project, then run the
 # GPU tests and/or the benchmarks.
 #
@@ -15,13 +15,14 @@
 # quality runs benchmarks.perplexity with the extra args; the model and text
 # assets come from PARTS_DIR/assets/assets.tar.* (upload .gpu-bundle/a-assets.tar.*
 # there; Qwen2.5 from qwen.tar.*, .gpu-bundle/q-*) and its reports land in
-# $OUT/quality. tp and tp-bench need two GPUs and a bundle built --with-ray
-# (issue 7): tp runs tests/gpu/test_gpu_tp.py (TP=2 over Ray), tp-bench the P2
-# plugin streams at TP=1 and TP=2 and writes $OUT/summary.json
-# (benchmarks/tp_summary.py).
+# $OUT/quality. tp and tp-bench need two GPUs and a bundle built --with-ray:
+# tp runs tests/gpu/test_gpu_tp.py (TP=2 over Ray), tp-bench the steady
+# streaming workload's plugin streams at TP=1 and TP=2 and writes
+# $OUT/summary.json (benchmarks/tp_summary.py).
 #
-# PARTS_DIR holds the bundle parts (shared/gpu/build-bundle.sh) and, where
-# pytest is missing on the machine, its wheels (.gpu-bundle/tools).
+# PARTS_DIR holds the bundle parts (made off the machine by the workplace's
+# build-bundle.sh: vLLM + its wheels for torch 2.11 / Python 3.12) and, where
+# pytest is missing on the machine, its wheels in PARTS_DIR/tools.
 # Logs and results go to $OUT (default /tmp/out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,7 +62,7 @@ fi
 if [ "$what" = models ]; then  # the support matrix's GPU column (README)
   run_pytest models-tests tests/models "$@"
 fi
-if [ "$what" = compat ]; then  # issue 17: the GPU suite on this bundle's vLLM
+if [ "$what" = compat ]; then  # the GPU suite on this bundle's vLLM
   run_pytest gpu-tests tests/gpu "$@"
   run_pytest models-exact tests/models -k exact "$@"
   python3 - "$out" "$vllm_version" <<'PY'

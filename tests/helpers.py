@@ -92,3 +92,41 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# rope_parameters of each RoPE type the plugin supports (vLLM's get_rope).
+ROPES = {
+    "default": {"rope_type": "default", "rope_theta": 10000.0},
+    "linear": {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
+    "ntk": {"rope_type": "ntk", "rope_theta": 10000.0, "factor": 2.0},
+    "llama3": {
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 32.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    },
+    "yarn": {
+        "rope_type": "yarn",
+        "rope_theta": 10000.0,
+        "factor": 4.0,
+        "original_max_position_embeddings": 2048,
+    },
+}
+
+
+def build_rope(name: str, neox: bool = True, max_position: int = 8192):
+    """vLLM's fp32 rotary embedding of ``ROPES[name]`` (head size 64)."""
+    import torch
+    from vllm.config import VllmConfig, set_current_vllm_config
+    from vllm.model_executor.layers.rotary_embedding import get_rope
+
+    with set_current_vllm_config(VllmConfig()):
+        return get_rope(
+            64,
+            max_position,
+            is_neox_style=neox,
+            rope_parameters=ROPES[name],
+            dtype=torch.float32,
+        )

@@ -702,7 +702,7 @@ SYMBOLS: tuple[VllmSymbol, ...] = (
             "finished_req_ids",
             "preempted_req_ids",
         ),
-        why="carries sink_evictions / sink_views / sink_masks to the worker",
+        why="carries the plugin's SinkMessages (protocol.py) to the worker",
     ),
     VllmSymbol(
         path=f"{_OUT}.CachedRequestData",
@@ -794,7 +794,15 @@ SYMBOLS: tuple[VllmSymbol, ...] = (
         params=("self", "scheduler_output", "num_scheduled_tokens"),
         called_by=(f"{_V1}.execute_model",),
         inherited_by=(_CPU_RUNNER,),
-        why="hands exact-sink masks to CPU attention; fills the RoPE table",
+        why="lays out exact-sink masks in batch order; fills the RoPE table",
+    ),
+    VllmSymbol(
+        path=f"{_V1}._build_attention_metadata",
+        role="patched",
+        params=("self",),
+        called_by=(f"{_V1}.execute_model",),
+        inherited_by=(_CPU_RUNNER,),
+        why="puts the step's exact-sink masks on the attention metadata",
     ),
     VllmSymbol(
         path=f"{_V1}._get_prompt_logprobs_dict",

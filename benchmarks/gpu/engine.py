@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""One engine per child process, and the step loop every workload runs.
+"""The engine's settings and the step loop every workload runs.
 
 The child sets its environment *before* importing vLLM: ``VLLM_PLUGINS=""``
 makes stock vLLM load no plugin (``vllm.envs`` splits the value on commas and
@@ -10,8 +10,8 @@ and its scheduler in this process. Workloads then drive
 the tokens generated so far (requests use delta outputs, so a step costs the
 same at token 10 as at token 1,000,000).
 
-Results go to a JSON file that the child rewrites after every task, so a
-crash loses only the task that was running.
+The child's entry point, which starts the engine and runs the workloads, is
+:func:`benchmarks.gpu.child.child_main`.
 """
 
 from __future__ import annotations
@@ -19,15 +19,12 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
-import json
 import os
 import random
 import sys
 import time
-import traceback
 from array import array
 from collections.abc import Callable
-from pathlib import Path
 
 from benchmarks.gpu.plan import CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, EngineSpec, Sizes
 
@@ -439,85 +436,3 @@ def engine_info(llm, spec: EngineSpec, start_s: float, runner: Runner) -> dict:
     if not spec.sink and info["plugin_loaded"]:
         raise RuntimeError("baseline engine has vllm_sink_plugin loaded")
     return info
-
-
-def _write(path: Path, result: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(path)
-
-
-def child_main(job: dict) -> None:
-    """Entry point of an engine's child process (multiprocessing ``spawn``).
-
-    Args:
-        job: ``name``, ``spec`` and ``sizes`` (as dicts), ``tasks`` (names),
-            ``model_dir``, ``device``, ``gpu_memory_utilization``, ``env``
-            and ``result_path``.
-    """
-    os.environ.update(job["env"])  # before vLLM is imported
-    from benchmarks.gpu.models import vocab_size
-    from benchmarks.gpu.workloads import RUNNERS
-
-    spec = EngineSpec(**job["spec"])
-    sizes = Sizes(**job["sizes"])
-    path = Path(job["result_path"])
-    result: dict = {
-        "engine": {"name": job["name"]},
-        "tasks": {},
-        "done": False,
-        "sizes": job["sizes_json"],
-        "device": job["device"],
-        "parallel": job["parallel"],
-    }
-    _write(path, result)
-    try:
-        start = time.perf_counter()
-        from vllm import LLM
-
-        kwargs = engine_kwargs(
-            spec,
-            sizes,
-            device=job["device"],
-            gpu_memory_utilization=job["gpu_memory_utilization"],
-            parallel=job["parallel"],
-        )
-        llm = LLM(job["model_dir"], **kwargs)
-        runner = Runner(
-            llm,
-            device=job["device"],
-            vocab=vocab_size(spec.model),
-            memory_interval=sizes.memory_interval,
-        )
-        runner.warm_up(spec.max_model_len, sizes.fill_tokens(runner.block_size))
-        result["engine"].update(
-            engine_info(llm, spec, time.perf_counter() - start, runner)
-        )
-    except Exception:  # reported per task; the parent goes on
-        error = traceback.format_exc()
-        print(error, file=sys.stderr, flush=True)
-        result["engine"]["error"] = error
-        for name in job["tasks"]:
-            result["tasks"][name] = {"error": f"engine did not start:\n{error}"}
-        result["done"] = True
-        _write(path, result)
-        return
-    _write(path, result)
-    for name in job["tasks"]:
-        start = time.perf_counter()
-        try:
-            runner.reset()
-            outcome = RUNNERS[name](runner, sizes)
-        except Exception:  # one failed task must not stop the others
-            outcome = {"error": traceback.format_exc()}
-            print(f"[{name}] failed:\n{outcome['error']}", file=sys.stderr, flush=True)
-        outcome["seconds"] = round(time.perf_counter() - start, 1)
-        result["tasks"][name] = outcome
-        _write(path, result)
-    try:
-        runner.reset()
-        llm.llm_engine.engine_core.shutdown()
-    except Exception:  # the process ends anyway
-        traceback.print_exc()
-    result["done"] = True
-    _write(path, result)

@@ -17,9 +17,7 @@ import os
 import pytest
 
 from tests.helpers import Server
-from vllm_sink_plugin.patches.frontend.patch_api_max_tokens import (
-    DEFAULT_MAX_TOKENS_ENV,
-)
+from vllm_sink_plugin.frontend_state import DEFAULT_MAX_TOKENS_ENV
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from vllm_sink_plugin import frontend_state as state
 from vllm_sink_plugin.config import StreamingSinkConfigError
 from vllm_sink_plugin.patches._base import original_of
 from vllm_sink_plugin.patches.frontend import patch_api_max_tokens as patch
@@ -16,9 +17,10 @@ from vllm_sink_plugin.patches.frontend import patch_api_max_tokens as patch
 def policies(monkeypatch):
     """A fresh per-process policy record, restored afterwards."""
     patch.apply()
-    monkeypatch.setattr(patch, "_policies", set())
-    monkeypatch.setattr(patch, "_default_cap", patch.DEFAULT_SINK_MAX_TOKENS)
-    return patch._policies
+    monkeypatch.setattr(state, "_policies", set())
+    monkeypatch.setattr(state, "_default_cap", state.DEFAULT_SINK_MAX_TOKENS)
+    monkeypatch.setattr(state, "_engine", None)
+    return state._policies
 
 
 def test_every_alias_is_listed():
@@ -62,8 +64,8 @@ def test_stock_without_a_sink_engine(policies):
     from vllm.exceptions import VLLMValidationError
     from vllm.renderers.params import TokenizeParams
 
-    patch.record_policy({})
-    assert not patch.sink_served()
+    state.record_policy({})
+    assert not state.sink_served()
     assert api_utils.get_max_tokens(512, 1200, 30, {}) == 482
     assert api_utils.get_max_tokens(512, None, 30, {}) == 482
     with pytest.raises(VLLMValidationError, match="cannot be greater than"):
@@ -73,9 +75,9 @@ def test_stock_without_a_sink_engine(policies):
 def test_mixed_policies_stay_stock(policies):
     from vllm.entrypoints.serve.utils import api_utils
 
-    patch.record_policy({"kv_policy": "sink"})
+    state.record_policy({"kv_policy": "sink"})
     assert api_utils.get_max_tokens(512, 1200, 30, {}) == 1200
-    patch.record_policy({"kv_policy": "none"})
+    state.record_policy({"kv_policy": "none"})
     assert api_utils.get_max_tokens(512, 1200, 30, {}) == 482
 
 
@@ -83,7 +85,7 @@ def test_sink_honours_max_tokens(policies):
     from vllm.entrypoints.serve.utils import api_utils
     from vllm.renderers.params import TokenizeParams
 
-    assert patch.record_policy({"kv_policy": "sink"})
+    assert state.record_policy({"kv_policy": "sink"})
     assert api_utils.get_max_tokens(512, 1200, 30, {}) == 1200
     assert api_utils.get_max_tokens(512, None, 30, {}) == 4096
     assert api_utils.get_max_tokens(512, None, 30, {"max_tokens": 700}) == 700
@@ -97,12 +99,12 @@ def test_sink_honours_max_tokens(policies):
 def test_env_sets_the_default_cap(policies, monkeypatch):
     from vllm.entrypoints.serve.utils import api_utils
 
-    monkeypatch.setenv(patch.DEFAULT_MAX_TOKENS_ENV, "600")
-    patch.record_policy({"kv_policy": "sink"})
+    monkeypatch.setenv(state.DEFAULT_MAX_TOKENS_ENV, "600")
+    state.record_policy({"kv_policy": "sink"})
     assert api_utils.get_max_tokens(512, None, 30, {}) == 600
-    monkeypatch.setenv(patch.DEFAULT_MAX_TOKENS_ENV, "zero")
+    monkeypatch.setenv(state.DEFAULT_MAX_TOKENS_ENV, "zero")
     with pytest.raises(StreamingSinkConfigError, match="VLLM_SINK_DEFAULT_MAX"):
-        patch.record_policy({"kv_policy": "sink"})
+        state.record_policy({"kv_policy": "sink"})
 
 
 @pytest.mark.parametrize(
@@ -142,4 +144,4 @@ def test_renderer_records_the_policy(policies):
 
     init = patch._renderer_init(lambda self, config, tok: seen.append(tok))
     init(object(), Config(), "tokenizer")
-    assert seen == ["tokenizer"] and patch.sink_served()
+    assert seen == ["tokenizer"] and state.sink_served()

@@ -92,7 +92,7 @@ class StreamingSinkCpuImpl(CPUAttentionBackendImpl):
         block_size = kv_cache.shape[2]
         query = query.view(-1, self.num_heads, head_size)
         out = output.view(-1, self.num_heads, head_size)
-        masks = sink_masks.rows()  # exact sinks (--sink-exact-tokens)
+        masks = sink_masks.rows(attn_metadata)  # exact sinks (--sink-exact-tokens)
         starts = attn_metadata.query_start_loc.tolist()
         seq_lens = attn_metadata.seq_lens.tolist()
         for i, seq_len in enumerate(seq_lens):
@@ -107,8 +107,6 @@ class StreamingSinkCpuImpl(CPUAttentionBackendImpl):
             keys = pages[:seq_len, :, :head_size]
             values = pages[:seq_len, :, head_size:]
             slots = positions = None
-            # A forward that _prepare_inputs did not lay out (a dummy batch)
-            # may see an older step's rows; rows beyond them get no mask.
             if masks is not None and i < len(masks) and masks[i] is not None:
                 slots, positions = sink_masks.kept_slots(seq_len, masks[i])
                 keys, values = keys[slots], values[slots]

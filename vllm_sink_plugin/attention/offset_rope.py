@@ -30,25 +30,7 @@ import types
 import torch
 from torch import nn
 
-# Rotary classes whose angle is position x frequency, with the frequencies
-# each one uses for its cos/sin cache.
-_FREQUENCIES = {
-    "RotaryEmbedding": lambda r: r._compute_inv_freq(r.base),
-    "Llama3RotaryEmbedding": lambda r: r._compute_inv_freq(r.base),
-    "NTKScalingRotaryEmbedding": lambda r: r._compute_inv_freq(r.base),
-    "YaRNScalingRotaryEmbedding": lambda r: r._compute_inv_freq(r.scaling_factor),
-    "LinearScalingRotaryEmbedding": lambda r: _linear_frequencies(r),
-}
-
-
-def _linear_frequencies(rotary) -> torch.Tensor:
-    factors = rotary.scaling_factors
-    if len(factors) != 1:
-        raise ValueError(
-            f"--kv-policy sink supports linear RoPE scaling with one factor, "
-            f"got {factors}"
-        )
-    return rotary._compute_inv_freq(rotary.base) / float(factors[0])
+from vllm_sink_plugin.attention.rope_classes import rope_class, supported_names
 
 
 def rope_frequencies(rotary: nn.Module) -> torch.Tensor:
@@ -57,13 +39,14 @@ def rope_frequencies(rotary: nn.Module) -> torch.Tensor:
     Raises:
         ValueError: a RoPE variant whose angle is not position x frequency.
     """
-    name = type(rotary).__name__
-    if name not in _FREQUENCIES:
+    rope = rope_class(rotary)  # see rope_classes.SUPPORTED_ROPE
+    if rope is None:
         raise ValueError(
-            f"--kv-policy sink needs a position-linear RoPE; {name} is not one "
-            f"(supported: {', '.join(sorted(_FREQUENCIES))})"
+            f"--kv-policy sink needs a position-linear RoPE; "
+            f"{type(rotary).__name__} is not one "
+            f"(supported: {', '.join(supported_names())})"
         )
-    return _FREQUENCIES[name](rotary).to(torch.float64)
+    return rope.frequencies(rotary).to(torch.float64)
 
 
 def turn(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, is_neox: bool):

@@ -15,24 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Exact classes whose angle is a fixed function of one integer position, so a
-# raw key rotated at its in-cache index is exactly the key the model would
-# have cached at that position. Subclasses (M-RoPE, Fourier, ...) are refused.
-_SUPPORTED_ROPE = (
-    "vllm.model_executor.layers.rotary_embedding.base.RotaryEmbedding",
-    "vllm.model_executor.layers.rotary_embedding.linear_scaling_rope."
-    "LinearScalingRotaryEmbedding",
-    "vllm.model_executor.layers.rotary_embedding.ntk_scaling_rope."
-    "NTKScalingRotaryEmbedding",
-    "vllm.model_executor.layers.rotary_embedding.llama3_rope.Llama3RotaryEmbedding",
-    "vllm.model_executor.layers.rotary_embedding.yarn_scaling_rope."
-    "YaRNScalingRotaryEmbedding",
-)
-
-
-def _qualname(obj: object) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
+from vllm_sink_plugin.attention.rope_classes import qualname, rope_class
 
 
 class QueryOnlyRotary(nn.Module):
@@ -83,11 +66,11 @@ def install_query_only_rope(model: nn.Module) -> int:
         if isinstance(rotary, QueryOnlyRotary):
             changed += 1
             continue
-        if rotary is None or _qualname(rotary) not in _SUPPORTED_ROPE:
+        if rope_class(rotary) is None:  # see rope_classes.SUPPORTED_ROPE
             raise ValueError(
                 f"--kv-policy sink needs a position-linear RoPE in every "
                 f"attention layer; {name} has "
-                f"{_qualname(rotary) if rotary is not None else 'no rotary_emb'}"
+                f"{qualname(rotary) if rotary is not None else 'no rotary_emb'}"
             )
         module.rotary_emb = QueryOnlyRotary(rotary)
         attn.impl.sink_rotary = rotary

@@ -18,9 +18,14 @@ Per step::
          while the window exceeds its budget (SinkWindow.num_tokens_to_evict)
       2. vLLM's schedule() as is
       3. for each scheduled request with evictions not yet sent to the
-         worker: mark it "resumed" with its full block list and attach
-         ``sink_evictions[req_id] = (start, count)`` to the SchedulerOutput,
-         so the worker replaces the block-table row and trims its token state
+         worker: mark it "resumed" with its full block list and attach an
+         ``Eviction(start, count)`` to the SchedulerOutput
+         (:mod:`vllm_sink_plugin.protocol`), so the worker replaces the
+         block-table row and trims its token state
+
+Block lists and view blocks are changed only through
+:class:`~vllm_sink_plugin.core.sink_kv.SinkKV`; each sink request's state is
+one :class:`SinkRequestState`.
 
 With rotated keys (GPU; :mod:`vllm_sink_plugin.key_mode`) a request that has
 evicted ``E > 0`` tokens also holds *view* blocks, copies of its sink blocks
@@ -28,14 +33,14 @@ with keys turned by ``E`` (written by the worker). The worker's row shows
 the views in place of the sinks::
 
     KV manager:   [ sink | w3 | w4 | w5 ]        views: [ v ]
-    worker row:   [ v    | w3 | w4 | w5 ]        sink_views[req] = (E, [sink], [v])
+    worker row:   [ v    | w3 | w4 | w5 ]        SinkViews(E, [sink], [v])
 
 With ``--sink-exact-tokens`` (raw keys only) a request whose S sinks do not
-fill their blocks is named in ``sink_masks[req_id] = (S, sink slots)`` in
-every step after its first eviction (preemption included): the worker's
-attention then skips sink slots ``[S, sink slots)``::
+fill their blocks gets a ``SinkMask(S, sink slots)`` in every step after its
+first eviction (preemption included): the worker's attention then skips sink
+slots ``[S, sink slots)``::
 
-    KV manager:   [ s s x x | w3 | w4 ]          sink_masks[req] = (2, 4)
+    KV manager:   [ s s x x | w3 | w4 ]          SinkMask(2, 4)
     attended:       s s       w3   w4
 
 Model Runner V2 applies the same message on the device (its token row and
@@ -59,9 +64,17 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
 from vllm_sink_plugin.config import StreamingSinkConfig
-from vllm_sink_plugin.core.window import SinkWindow, remove_range, split_removal
+from vllm_sink_plugin.core.sink_kv import SinkKV
+from vllm_sink_plugin.core.window import SinkWindow
 from vllm_sink_plugin.key_mode import rotated_keys
 from vllm_sink_plugin.log import init_logger
+from vllm_sink_plugin.protocol import (
+    Eviction,
+    SinkMask,
+    SinkMessages,
+    attach,
+    lower_min_tokens,
+)
 from vllm_sink_plugin.request_policy import (
     SinkRequestError,
     check_sizes,
@@ -89,36 +102,43 @@ class StreamingSinkStats:
     preemptions: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class _SinkRequest:
-    """What the scheduler fixes for a sink request when it arrives.
+@dataclasses.dataclass(kw_only=True)
+class SinkRequestState:
+    """Everything the scheduler keeps for one sink request.
+
+    Fixed when it arrives:
 
     Attributes:
         window: the block shape of its cache.
         max_chunk: most prompt tokens it runs in one step.
         fields: its per-request sink fields (a streaming-input session keeps
             those of its first input).
-        mask: ``(S, sink slots)`` when exact sinks leave sink slots for
-            attention to skip once the window rolls; None otherwise.
+        mask: exact sinks that leave sink slots for attention to skip once
+            the window rolls; None otherwise.
+
+    Changing as it runs:
+
+    Attributes:
+        unsent: the eviction (and revealed prompt) not yet sent to the worker.
+        pending: prompt tokens beyond what the worker's row can hold.
+        evicted_outputs: output tokens evicted so far (all of its life).
+        offset: rotated keys: ``E``, tokens evicted since its cache was built
+            (0 after a preemption: it re-prefills).
+        views: rotated keys: pool blocks holding its sinks turned by
+            ``offset`` (:class:`SinkKV` takes and frees them).
+        masked: its mask is sent each step (it has evicted).
     """
 
     window: SinkWindow
     max_chunk: int
     fields: dict
-    mask: tuple[int, int] | None
-
-
-@dataclasses.dataclass
-class _RopeShift:
-    """Rotated keys: how far a request's window has rolled, and its views.
-
-    Attributes:
-        offset: tokens evicted since the request's cache was built (``E``).
-        views: pool blocks holding its sink blocks turned by ``offset``.
-    """
-
+    mask: SinkMask | None
+    unsent: Eviction | None = None
+    pending: list[int] = dataclasses.field(default_factory=list)
+    evicted_outputs: int = 0
     offset: int = 0
     views: list = dataclasses.field(default_factory=list)
+    masked: bool = False
 
 
 class StreamingSinkScheduler(Scheduler):
@@ -143,18 +163,13 @@ class StreamingSinkScheduler(Scheduler):
             block_size=self.sink_block_size, max_model_len=self.max_model_len
         )
         self.sink_stats = StreamingSinkStats()
-        self._sink_requests: dict[str, _SinkRequest] = {}
-        # req_id -> (start, count, revealed prompt tokens) not yet sent
-        self._sink_unsent: dict[str, tuple[int, int, list[int]]] = {}
-        # req_id -> prompt tokens beyond what the worker's row can hold
-        self._sink_pending: dict[str, list[int]] = {}
-        self._sink_hidden: dict[str, list[int]] = {}
-        self._sink_evicted_outputs: dict[str, int] = {}
         self.sink_rotated = rotated_keys()
-        self._sink_shifts: dict[str, _RopeShift] = {}
-        # Requests with a mask that have evicted: their masks are sent each step.
-        self._sink_masked: set[str] = set()
-        self._skip_prefix_caching_of_sink_requests()
+        self.sink_kv = SinkKV(self.kv_cache_manager)
+        self._sink_requests: dict[str, SinkRequestState] = {}
+        # req_id -> token tail taken off for the length of one schedule()
+        self._sink_hidden: dict[str, list[int]] = {}
+        # Evicted blocks hold keys no other request may reuse.
+        self.sink_kv.skip_prefix_caching(self._sink_requests.__contains__)
         logger.info(
             "StreamingSinkScheduler: block size %d, %d sink tokens, window %d, "
             "prefill chunks <= %d, requests default to policy %r",
@@ -164,22 +179,6 @@ class StreamingSinkScheduler(Scheduler):
             self.sink_config.prefill_chunk(self.sink_block_size),
             self.sink_config.sink_request_default,
         )
-
-    def _skip_prefix_caching_of_sink_requests(self) -> None:
-        """Sink requests' blocks are never hashed into the prefix cache.
-
-        Their contents depend on what was evicted before them, so no other
-        request may reuse them. (This scheduler's own coordinator only.)
-        """
-        coordinator = self.kv_cache_manager.coordinator
-        cache_blocks = coordinator.cache_blocks
-
-        def cache_blocks_unless_sink(request, *args, **kwargs):
-            if request.request_id in self._sink_requests:
-                return None
-            return cache_blocks(request, *args, **kwargs)
-
-        coordinator.cache_blocks = cache_blocks_unless_sink
 
     # -- which requests --------------------------------------------------
 
@@ -222,11 +221,13 @@ class StreamingSinkScheduler(Scheduler):
                 )
                 masked = policy.num_masked_sink_slots(self.sink_block_size)
                 slots = window.num_sink_slots
-                self._sink_requests[req_id] = _SinkRequest(
+                self._sink_requests[req_id] = SinkRequestState(
                     window=window,
                     max_chunk=policy.prefill_chunk(self.sink_block_size),
                     fields=sink_fields(request.sampling_params.extra_args),
-                    mask=(slots - masked, slots) if masked else None,
+                    mask=SinkMask(num_sinks=slots - masked, num_slots=slots)
+                    if masked
+                    else None,
                 )
                 self._defer_prompt_tail(request)
         super().add_request(request)
@@ -302,28 +303,21 @@ class StreamingSinkScheduler(Scheduler):
             : len(request.prompt_token_ids) - cut
         ]
         request.num_prompt_tokens -= cut
-        self._sink_pending[request.request_id] = tail + self._sink_pending.get(
-            request.request_id, []
-        )
+        sink = self._sink_requests[request.request_id]
+        sink.pending = tail + sink.pending
 
-    def _reveal_prompt(self, request: Request) -> None:
+    def _reveal_prompt(self, request: Request, sink: SinkRequestState) -> None:
         """Moves pending prompt tokens into the request, up to its row."""
-        req_id = request.request_id
-        pending = self._sink_pending.get(req_id)
-        if not pending:
-            return
         room = self.max_model_len - 1 - request.num_tokens
-        if room <= 0:
+        if not sink.pending or room <= 0:
             return
-        revealed = pending[:room]
-        del pending[:room]
-        if not pending:
-            del self._sink_pending[req_id]
+        revealed = sink.pending[:room]
+        del sink.pending[:room]
         request.prompt_token_ids = request.prompt_token_ids + revealed
         request._all_token_ids.extend(revealed)
         request.num_prompt_tokens += len(revealed)
-        start, count, before = self._sink_unsent.get(req_id, (0, 0, []))
-        self._sink_unsent[req_id] = (start, count, before + revealed)
+        unsent = sink.unsent or Eviction(start=0, count=0)
+        sink.unsent = unsent.with_revealed(revealed)
 
     def _update_request_as_session(self, session: Request, update) -> None:
         # A streaming-input session keeps the cache shape of its first input.
@@ -355,12 +349,12 @@ class StreamingSinkScheduler(Scheduler):
                 and request.num_computed_tokens > 0
             ):
                 self._evict(request, sink)
-            if req_id in self._sink_pending and request.status in (
+            if sink.pending and request.status in (
                 RequestStatus.RUNNING,
                 RequestStatus.WAITING,
                 RequestStatus.PREEMPTED,
             ):
-                self._reveal_prompt(request)
+                self._reveal_prompt(request, sink)
         if self.sink_rotated:
             self._add_views()
         self._hide_beyond_chunk()
@@ -385,7 +379,7 @@ class StreamingSinkScheduler(Scheduler):
             request = self.requests.get(req_id)
             if request is None or request.is_finished():
                 continue
-            pending = req_id in self._sink_pending
+            pending = bool(sink.pending)
             if not pending and request.num_tokens - request.num_computed_tokens < 2:
                 continue  # decoding: one token, which always has room
             # Keeps the chunk's positions below max_model_len and, while a
@@ -407,7 +401,7 @@ class StreamingSinkScheduler(Scheduler):
         self._restore_hidden()
         super()._update_after_schedule(scheduler_output)
 
-    def _evict(self, request: Request, sink: _SinkRequest) -> None:
+    def _evict(self, request: Request, sink: SinkRequestState) -> None:
         """Rolls the window of one request before its next chunk."""
         window = sink.window
         # With async scheduling this counts the step still in flight: its
@@ -417,44 +411,35 @@ class StreamingSinkScheduler(Scheduler):
         if count == 0:
             return
         start = window.num_sink_slots
-        req_id = request.request_id
-        first, num_blocks = window.num_sink_blocks, count // window.block_size
-        (manager,) = self.kv_cache_manager.coordinator.single_type_managers
-        blocks = manager.req_to_blocks[req_id]
-        evicted = blocks[first : first + num_blocks]
-        del blocks[first : first + num_blocks]
-        manager.block_pool.free_blocks(evicted)
+        num_blocks = count // window.block_size
+        self.sink_kv.evict(request.request_id, window.num_sink_blocks, num_blocks)
         if self.sink_rotated:
             # Views are allocated once every request has evicted (_add_views).
-            self._sink_shifts.setdefault(req_id, _RopeShift()).offset += count
+            sink.offset += count
 
-        (_, num_prompt), (out_start, num_output) = split_removal(
-            request.num_prompt_tokens, start, count
+        eviction = Eviction(start=start, count=count)
+        # Request's lists are shared with its read-only views: edit in place.
+        prompt, output, num_prompt, num_output = eviction.trim(
+            request.prompt_token_ids,
+            request._output_token_ids,
+            request.num_prompt_tokens,
         )
-        request.prompt_token_ids = remove_range(
-            request.prompt_token_ids, start, num_prompt
-        )
+        request.prompt_token_ids = prompt
         request.num_prompt_tokens -= num_prompt
+        request._output_token_ids[:] = output
         del request._all_token_ids[start : start + count]
-        del request._output_token_ids[out_start : out_start + num_output]
         request.max_tokens -= num_output
-        params = request.sampling_params
-        if num_output and params is not None and params.min_tokens:
-            # min_tokens counts the whole output: lower it as max_tokens is
-            # (a copy: the worker may share the object and lowers its own).
-            params = params.clone()
-            params.min_tokens = max(params.min_tokens - num_output, 0)
-            request.sampling_params = params
-        self._sink_evicted_outputs[req_id] = (
-            self._sink_evicted_outputs.get(req_id, 0) + num_output
-        )
+        # min_tokens counts the whole output: lowered as max_tokens is.
+        request.sampling_params = lower_min_tokens(request.sampling_params, num_output)
+        sink.evicted_outputs += num_output
         request.num_computed_tokens -= count
-        if sink.mask is not None:
-            self._sink_masked.add(req_id)
+        sink.masked = sink.mask is not None
 
-        _, unsent, revealed = self._sink_unsent.get(req_id, (start, 0, []))
-        assert not revealed, "evictions are applied before revealed tokens"
-        self._sink_unsent[req_id] = (start, unsent + count, revealed)
+        assert sink.unsent is None or not sink.unsent.revealed, (
+            "evictions are applied before revealed tokens"
+        )
+        unsent = sink.unsent.count if sink.unsent is not None else 0
+        sink.unsent = Eviction(start=start, count=unsent + count)
         self.sink_stats.evicted_blocks += num_blocks
         self.sink_stats.evicted_tokens += count
 
@@ -473,26 +458,23 @@ class StreamingSinkScheduler(Scheduler):
             pool dry:  [ r0 needs 2 views ] [ r1 ] [ r2 ]   (r2 lowest priority)
             preempt r2 -> its blocks and views return -> r0 takes 2 views
         """
-        (manager,) = self.kv_cache_manager.coordinator.single_type_managers
-        pool = manager.block_pool
-        for req_id, shift in list(self._sink_shifts.items()):
-            first = self._sink_requests[req_id].window.num_sink_blocks
-            need = first - len(shift.views)
-            if need <= 0:
+        for req_id, sink in self._sink_requests.items():
+            need = sink.window.num_sink_blocks - len(sink.views)
+            if sink.offset == 0 or need <= 0:
                 continue
             request = self.requests[req_id]
-            while pool.get_num_free_blocks() < need:
+            while self.sink_kv.num_free_blocks() < need:
                 victim = self._lowest_priority_running()
                 if victim is None or victim is request:
                     break
                 self._preempt_now(victim)
-            if pool.get_num_free_blocks() >= need:
-                shift.views += pool.get_new_blocks(need)
-            elif request.status == RequestStatus.RUNNING:
+            if self.sink_kv.take_views(sink.views, need):
+                continue
+            if request.status == RequestStatus.RUNNING:
                 self._preempt_now(request)
             else:  # a streaming session waiting for input: drop its cache
-                self._drop_shift(req_id)
-                self.kv_cache_manager.free(request)
+                self._drop_shift(sink)
+                self.sink_kv.free(request)
                 request.num_computed_tokens = 0
 
     def _lowest_priority_running(self) -> Request | None:
@@ -513,40 +495,42 @@ class StreamingSinkScheduler(Scheduler):
         evictions = {}
         cached = output.scheduled_cached_reqs
         for i, req_id in enumerate(cached.req_ids):
-            if req_id in cached.all_token_ids and req_id in self._sink_requests:
+            sink = self._sink_requests.get(req_id)
+            if sink is None:
+                continue
+            if req_id in cached.all_token_ids:
                 # Copied while the tail was hidden.
                 cached.all_token_ids[req_id] = self.requests[
                     req_id
                 ].all_token_ids.copy()
-            if req_id in self._sink_unsent:
-                evictions[req_id] = self._sink_unsent.pop(req_id)
+            if sink.unsent is not None:
+                evictions[req_id], sink.unsent = sink.unsent, None
                 # The worker replaces the row of a "resumed" request.
                 cached.resumed_req_ids.add(req_id)
-                cached.new_block_ids[i] = self._worker_row(req_id)
-        output.sink_evictions = evictions
+                cached.new_block_ids[i] = self.sink_kv.worker_row(req_id, sink.views)
         sent_whole = []
         for new in output.scheduled_new_reqs:
-            # Sent whole (a session's next input): nothing to trim.
-            self._sink_unsent.pop(new.req_id, None)
-            if new.req_id in self._sink_requests:
-                new.block_ids = self._worker_row(new.req_id)
+            sink = self._sink_requests.get(new.req_id)
+            if sink is not None:
+                # Sent whole (a session's next input): nothing to trim.
+                sink.unsent = None
+                new.block_ids = self.sink_kv.worker_row(new.req_id, sink.views)
                 sent_whole.append(new.req_id)
-        if self._sink_masked:
-            scheduled = [
-                *cached.req_ids,
-                *(new.req_id for new in output.scheduled_new_reqs),
-            ]
-            output.sink_masks = {
-                req_id: self._sink_requests[req_id].mask
-                for req_id in scheduled
-                if req_id in self._sink_masked
-            }
+        masks = {}
+        if self.sink_config.sink_exact_tokens:  # the only source of masks
+            for req_id in [*cached.req_ids, *sent_whole]:
+                sink = self._sink_requests.get(req_id)
+                if sink is not None and sink.masked:
+                    masks[req_id] = sink.mask
+        views = {}
         if self.sink_rotated:
-            output.sink_views = {
-                req_id: self._views_message(req_id)
-                for req_id in [*evictions, *sent_whole]
-                if req_id in self._sink_shifts
-            }
+            for req_id in [*evictions, *sent_whole]:
+                sink = self._sink_requests[req_id]
+                if sink.offset:
+                    views[req_id] = self.sink_kv.views_message(
+                        req_id, sink.offset, sink.views
+                    )
+        attach(output, SinkMessages(evictions=evictions, views=views, masks=masks))
         # A request's block count changes only when it gets blocks.
         grown = [
             r for r, b in zip(cached.req_ids, cached.new_block_ids, strict=True) if b
@@ -558,28 +542,13 @@ class StreamingSinkScheduler(Scheduler):
                     self.sink_stats.max_blocks_held, held
                 )
 
-    def _worker_row(self, req_id: str) -> tuple[list[int], ...]:
-        """The block row the worker attends over: views in place of sinks."""
-        (row,) = self.kv_cache_manager.get_block_ids(req_id)
-        shift = self._sink_shifts.get(req_id)
-        if shift is None or not shift.views:
-            return (row,)
-        views = [block.block_id for block in shift.views]
-        return (views + row[len(views) :],)
-
-    def _views_message(self, req_id: str) -> tuple[int, list[int], list[int]]:
-        """``(E, sink block ids, view block ids)`` for the worker."""
-        shift = self._sink_shifts[req_id]
-        (row,) = self.kv_cache_manager.get_block_ids(req_id)
-        views = [block.block_id for block in shift.views]
-        return shift.offset, row[: len(views)], views
-
     def _num_blocks_held(self, req_id: str) -> int:
-        """KV blocks a request holds, its views included (no list copies)."""
-        (manager,) = self.kv_cache_manager.coordinator.single_type_managers
-        shift = self._sink_shifts.get(req_id)
-        views = len(shift.views) if shift is not None else 0
-        return len(manager.req_to_blocks.get(req_id, ())) + views
+        """KV blocks a request holds, its views included."""
+        return self.sink_kv.num_blocks_held(req_id, self._sink_requests[req_id].views)
+
+    def num_view_blocks(self) -> int:
+        """View blocks held by all sink requests (rotated keys)."""
+        return sum(len(sink.views) for sink in self._sink_requests.values())
 
     def make_stats(self, *args, **kwargs):
         stats = super().make_stats(*args, **kwargs)
@@ -620,29 +589,23 @@ class StreamingSinkScheduler(Scheduler):
         # Resuming re-prefills what the request holds: its cache tokens
         # (sinks + window) and the pending token, not its whole history.
         req_id = request.request_id
-        if req_id in self._sink_requests:
-            generated = request.num_output_tokens + self._sink_evicted_outputs.get(
-                req_id, 0
-            )
+        sink = self._sink_requests.get(req_id)
+        if sink is not None:
+            generated = request.num_output_tokens + sink.evicted_outputs
             self.sink_stats.preemptions.setdefault(req_id, []).append(generated)
             self.sink_stats.num_preemptions += 1
             # Re-prefilled from scratch: offset 0, no views.
-            self._drop_shift(req_id)
+            self._drop_shift(sink)
         return super()._preempt_request(request, *args, **kwargs)
 
-    def _drop_shift(self, req_id: str) -> None:
-        shift = self._sink_shifts.pop(req_id, None)
-        if shift is not None and shift.views:
-            (manager,) = self.kv_cache_manager.coordinator.single_type_managers
-            manager.block_pool.free_blocks(shift.views)
+    def _drop_shift(self, sink: SinkRequestState) -> None:
+        sink.offset = 0
+        self.sink_kv.free_views(sink.views)
 
     def _free_request(self, request: Request, *args, **kwargs):
-        self._drop_shift(request.request_id)
-        self._sink_requests.pop(request.request_id, None)
-        self._sink_unsent.pop(request.request_id, None)
-        self._sink_pending.pop(request.request_id, None)
-        self._sink_evicted_outputs.pop(request.request_id, None)
-        self._sink_masked.discard(request.request_id)
+        sink = self._sink_requests.pop(request.request_id, None)
+        if sink is not None:
+            self._drop_shift(sink)
         return super()._free_request(request, *args, **kwargs)
 
 

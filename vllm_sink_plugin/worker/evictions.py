@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """The worker's half of an eviction: trim a request's token state.
 
-The scheduler sends ``sink_evictions[req_id] = (start, count, revealed)``:
-cache positions ``[start, start + count)`` of ``prompt + output`` are gone,
-then the prompt tokens ``revealed`` (the next part of a prompt longer than
-the worker's row) are appended to the prompt. The request is also marked
+The scheduler sends an :class:`~vllm_sink_plugin.protocol.Eviction`: cache
+positions ``[start, start + count)`` of ``prompt + output`` are gone, then the
+prompt tokens ``revealed`` (the next part of a prompt longer than the worker's
+row) are appended to the prompt. The request is also marked
 resumed, so vLLM's model runner drops it from the persistent batch and
 re-adds it from this state with the new block-table row.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from vllm.v1.outputs import LogprobsTensors
 
-from vllm_sink_plugin.core.window import remove_range, split_removal
+from vllm_sink_plugin.protocol import Eviction, lower_min_tokens
 
 _FULL = "sink_full_prompt_logprobs"  # absolute-position buffer (capacity)
 _OFFSET = "sink_prompt_offset"  # evicted prompt tokens so far
@@ -55,32 +55,25 @@ def _set_view(req_state) -> None:
     req_state.in_progress_prompt_logprobs_cpu = _rows(getattr(req_state, _FULL), window)
 
 
-def apply_eviction(req_state, start: int, count: int) -> None:
-    """Removes cache positions ``[start, start + count)`` from a request."""
-    (_, num_prompt), (out_start, num_output) = split_removal(
-        req_state.num_prompt_tokens, start, count
-    )
+def apply_eviction(req_state, eviction: Eviction) -> None:
+    """Removes the evicted cache positions from a request's token state."""
     # New lists: in-process executors share lists with the scheduler.
-    req_state.prompt_token_ids = remove_range(
-        req_state.prompt_token_ids, start, num_prompt
+    prompt, output, num_prompt, num_output = eviction.trim(
+        req_state.prompt_token_ids,
+        req_state.output_token_ids,
+        req_state.num_prompt_tokens,
     )
+    req_state.prompt_token_ids = prompt
     req_state.num_prompt_tokens -= num_prompt
-    req_state.output_token_ids = remove_range(
-        req_state.output_token_ids, out_start, num_output
-    )
-    params = req_state.sampling_params
-    if num_output and params is not None and params.min_tokens:
-        # min_tokens counts the whole output (the scheduler lowers its own
-        # copy the same way); vLLM re-adds the request with these params.
-        params = params.clone()
-        params.min_tokens = max(params.min_tokens - num_output, 0)
-        req_state.sampling_params = params
+    req_state.output_token_ids = output
+    # vLLM re-adds the request with these params.
+    req_state.sampling_params = lower_min_tokens(req_state.sampling_params, num_output)
     if num_prompt and _take_buffer(req_state):
         setattr(req_state, _OFFSET, getattr(req_state, _OFFSET) + num_prompt)
         _set_view(req_state)
 
 
-def reveal_prompt(req_state, revealed: list[int]) -> None:
+def reveal_prompt(req_state, revealed: tuple[int, ...]) -> None:
     """Appends the next part of a long prompt (nothing is generated yet)."""
     assert not req_state.output_token_ids, "a prompt grows before any output"
     req_state.prompt_token_ids = req_state.prompt_token_ids + list(revealed)

@@ -18,23 +18,17 @@ row is overwritten with the scheduler's full row (views in front).
 
 from __future__ import annotations
 
-from vllm_sink_plugin.core.window import split_removal
+from vllm_sink_plugin import protocol
 from vllm_sink_plugin.worker.rope_offsets import to_device
 
 
-def _evicted_below(length: int, start: int, count: int) -> int:
-    """How many of ``[start, start + count)`` lie below ``length``."""
-    (_, below), _ = split_removal(length, start, count)
-    return below
-
-
 def apply_evictions_v2(runner, scheduler_output) -> None:
-    """Applies ``scheduler_output.sink_evictions`` to V2's request state.
+    """Applies the step's evictions (:mod:`vllm_sink_plugin.protocol`) to V2.
 
     Must run before V2's ``update_requests``: the evicted requests' block
     rows are written here (overwrite) and taken out of the append path.
     """
-    evictions = getattr(scheduler_output, "sink_evictions", None)
+    evictions = protocol.read(scheduler_output).evictions
     if not evictions:
         return
     states = runner.req_states
@@ -47,7 +41,8 @@ def apply_evictions_v2(runner, scheduler_output) -> None:
     cached.new_block_ids = new_block_ids
     tokens = states.all_token_ids.gpu
     width = tokens.shape[1]
-    for req_id, (start, count, revealed) in evictions.items():
+    for req_id, eviction in evictions.items():
+        start, count, revealed = eviction.start, eviction.count, eviction.revealed
         idx = states.req_id_to_index[req_id]
         prompt_len = int(states.prompt_len.np[idx])
         prefill_len = int(states.prefill_len.np[idx])
@@ -56,8 +51,9 @@ def apply_evictions_v2(runner, scheduler_output) -> None:
             row[start : width - count] = row[start + count :].clone()
             states.total_len.gpu[idx] -= count
             states.num_computed_tokens.gpu[idx] -= count
-            prompt_len -= _evicted_below(prompt_len, start, count)
-            prefill_len -= _evicted_below(prefill_len, start, count)
+            # The evicted part of each length (split at that length).
+            prompt_len -= eviction.split(prompt_len)[0]
+            prefill_len -= eviction.split(prefill_len)[0]
         if revealed:
             # A long prompt's next part (no output yet: it goes at the end).
             more = to_device(revealed, tokens.device)  # no stream sync

@@ -1,12 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """The worker's half of the rotated-keys design: offsets, tables, sink views.
 
-The scheduler sends ``sink_views[req_id] = (E, sink_block_ids, view_block_ids)``
-whenever a request's offset ``E`` (tokens evicted since its cache was built)
-changes, and with every (re-)added request that has ``E > 0``. Per step the
-runner asks for the token offsets of its batch, fills the RoPE table from
-cache positions, and (Model Runner V2) turns its positions absolute for the
-sampler's per-position random streams::
+The scheduler sends a :class:`~vllm_sink_plugin.protocol.SinkViews`
+``(E, sink block ids, view block ids)`` whenever a request's offset ``E``
+(tokens evicted since its cache was built) changes, and with every (re-)added
+request that has ``E > 0``. Per step the runner asks for the token offsets of
+its batch, fills the RoPE table from cache positions, and (Model Runner V2)
+turns its positions absolute for the sampler's per-position random streams::
 
     batch:        req a (E=0, 3 tokens) | req b (E=32, 1 token) | padding
     positions:    5 6 7                 | 40                    | 0 0
@@ -20,10 +20,13 @@ evictions never compound rotation error.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from torch.profiler import record_function
 
+from vllm_sink_plugin import protocol
 from vllm_sink_plugin.attention.offset_rope import OffsetRopeTable, turn
 
 # Profiler ranges around the GPU work the plugin adds (benchmarks P5).
@@ -72,7 +75,12 @@ class RopeOffsets:
 
             self.writer = ViewWriter(kv_caches, table.rotary_dim, table.is_neox)
 
-    def update(self, sink_views: dict | None, new_req_ids, finished_req_ids) -> None:
+    def update(
+        self,
+        sink_views: Mapping[str, protocol.SinkViews],
+        new_req_ids,
+        finished_req_ids,
+    ) -> None:
         """Applies one scheduler output: resets, new offsets, view copies."""
         for req_id in finished_req_ids:
             self.offsets.pop(req_id, None)
@@ -82,11 +90,11 @@ class RopeOffsets:
         if not sink_views:
             return
         sinks, views, per_block = [], [], []
-        for req_id, (offset, sink_ids, view_ids) in sink_views.items():
-            self.offsets[req_id] = offset
-            sinks += sink_ids
-            views += view_ids
-            per_block += [offset] * len(sink_ids)
+        for req_id, message in sink_views.items():
+            self.offsets[req_id] = message.offset
+            sinks += message.sink_blocks
+            views += message.view_blocks
+            per_block += [message.offset] * len(message.sink_blocks)
         if sinks:
             with record_function(PROFILE_VIEWS):
                 self.rotate_views(sinks, views, per_block)
@@ -171,7 +179,7 @@ def offsets_of(runner) -> RopeOffsets:
 def apply_output(runner, scheduler_output) -> None:
     """Offsets and view blocks of one scheduler output (both runners)."""
     offsets_of(runner).update(
-        getattr(scheduler_output, "sink_views", None),
+        protocol.read(scheduler_output).views,
         [new.req_id for new in scheduler_output.scheduled_new_reqs],
         scheduler_output.finished_req_ids
         | (scheduler_output.preempted_req_ids or set()),

@@ -38,22 +38,13 @@ Tests:       tests/unit/test_patch_api_max_tokens.py,
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-from vllm_sink_plugin.config import (
-    SINK_MAX_TOKENS_LIMIT,
-    StreamingSinkConfig,
-    StreamingSinkConfigError,
-)
+from vllm_sink_plugin import frontend_state
+from vllm_sink_plugin.frontend_state import DEFAULT_SINK_MAX_TOKENS
 from vllm_sink_plugin.patches._base import wrap_attribute
-
-# Output cap of a sink request that gives no max_tokens (stock: the space left
-# in max_model_len, which a sink request does not have).
-DEFAULT_SINK_MAX_TOKENS = 4096
-DEFAULT_MAX_TOKENS_ENV = "VLLM_SINK_DEFAULT_MAX_TOKENS"
 
 SOURCE_MODULE = "vllm.entrypoints.serve.utils.api_utils"
 # Every module that does ``from api_utils import get_max_tokens`` (the same in
@@ -67,66 +58,6 @@ ALIAS_MODULES = (
     "vllm.entrypoints.scale_out.render.serving",
     "vllm.entrypoints.scale_out.token_in_token_out.serving",
 )
-
-# Policies of the engines whose renderers this process built; the lift
-# applies only while all of them are sink (a process serves one engine).
-_policies: set[bool] = set()
-_default_cap = DEFAULT_SINK_MAX_TOKENS
-# (policy, block size, max_model_len) of the last engine recorded.
-_engine: tuple[StreamingSinkConfig, int, int] | None = None
-
-
-def default_max_tokens(environ: Mapping[str, str] = os.environ) -> int:
-    """The output cap of a sink request without ``max_tokens``.
-
-    Raises:
-        StreamingSinkConfigError: the environment variable is not an int >= 1.
-    """
-    raw = environ.get(DEFAULT_MAX_TOKENS_ENV)
-    if raw is None or raw == "":
-        return DEFAULT_SINK_MAX_TOKENS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= SINK_MAX_TOKENS_LIMIT:
-        raise StreamingSinkConfigError(
-            f"${DEFAULT_MAX_TOKENS_ENV} must be an integer in [1, "
-            f"{SINK_MAX_TOKENS_LIMIT}], got {raw!r}"
-        )
-    return value
-
-
-def record_policy(
-    additional_config: Mapping[str, Any] | None,
-    *,
-    block_size: int | None = None,
-    max_model_len: int | None = None,
-) -> bool:
-    """Notes the policy of an engine this process serves; True if sink."""
-    global _default_cap, _engine
-    config = StreamingSinkConfig.from_mapping(additional_config)
-    if config.enabled:
-        _default_cap = default_max_tokens()
-    if block_size is not None and max_model_len is not None:
-        _engine = (config, block_size, max_model_len)
-    _policies.add(config.enabled)
-    return config.enabled
-
-
-def served_engine() -> tuple[StreamingSinkConfig, int, int] | None:
-    """(policy, block size, max_model_len) of the engine this process serves."""
-    return _engine
-
-
-def default_cap() -> int:
-    """The output cap applied to sink requests without ``max_tokens``."""
-    return _default_cap
-
-
-def sink_served() -> bool:
-    """True while every engine this process serves has the sink policy."""
-    return _policies == {True}
 
 
 def sink_max_tokens(
@@ -177,7 +108,7 @@ def _get_max_tokens(original):
         override_max_tokens=None,
         truncate_prompt_tokens=None,
     ):
-        request = _request_in_flight()
+        request = frontend_state.current_request()
         policy = None
         if request is not None:
             from vllm_sink_plugin.patches.frontend.patch_request_policy import (
@@ -185,7 +116,7 @@ def _get_max_tokens(original):
             )
 
             policy = request_policy(request, chat=hasattr(request, "messages"))
-        if policy is None if request is not None else not sink_served():
+        if policy is None if request is not None else not frontend_state.sink_served():
             return original(
                 max_model_len,
                 max_tokens,
@@ -204,7 +135,7 @@ def _get_max_tokens(original):
             override_max_tokens,
             truncate_prompt_tokens,
             platform_max_tokens=current_platform.get_max_output_tokens(input_length),
-            default_cap=_default_cap,
+            default_cap=frontend_state.default_cap(),
         )
         if policy is not None:
             from vllm_sink_plugin.request_policy import check_sizes
@@ -220,24 +151,12 @@ def _get_max_tokens(original):
     return get_max_tokens
 
 
-def _request_in_flight():
-    from vllm_sink_plugin.patches.frontend.patch_request_policy import (
-        current_request,
-    )
-
-    return current_request()
-
-
 def _post_init(original):
     def __post_init__(self):
         total = self.max_total_tokens
-        from vllm_sink_plugin.patches.frontend.patch_request_policy import (
-            lifting_length_limits,
-        )
-
-        lift = lifting_length_limits()
+        lift = frontend_state.lifting_length_limits()
         if lift is None:  # not built for a request: the engine's policy
-            lift = sink_served()
+            lift = frontend_state.sink_served()
         if lift and total is not None and self.max_output_tokens > total:
             # Only the ``== 0`` test (pooling) reads it after validation.
             object.__setattr__(self, "max_output_tokens", total)
@@ -251,7 +170,7 @@ def _renderer_init(original):
         original(self, config, *args, **kwargs)
         cache_config = getattr(config, "cache_config", None)
         model_config = getattr(config, "model_config", None)
-        record_policy(
+        frontend_state.record_policy(
             getattr(config, "additional_config", None),
             block_size=getattr(cache_config, "block_size", None),
             max_model_len=getattr(model_config, "max_model_len", None),

@@ -40,8 +40,8 @@ import dataclasses
 import threading
 
 from vllm_sink_plugin.config import StreamingSinkConfig
+from vllm_sink_plugin.frontend_state import default_cap
 from vllm_sink_plugin.patches._base import wrap_attribute
-from vllm_sink_plugin.patches.frontend.patch_api_max_tokens import default_cap
 from vllm_sink_plugin.request_policy import (
     SinkRequestError,
     check_sizes,

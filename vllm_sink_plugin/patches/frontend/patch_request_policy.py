@@ -45,13 +45,11 @@ Tests:       tests/e2e/test_serve_sink.py, tests/unit/test_request_policy.py
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
-import threading
 from typing import Any
 
+from vllm_sink_plugin import frontend_state
 from vllm_sink_plugin.patches._base import wrap_attribute
-from vllm_sink_plugin.patches.frontend.patch_api_max_tokens import served_engine
 from vllm_sink_plugin.request_policy import (
     REQUEST_KEYS,
     SinkRequestError,
@@ -91,7 +89,7 @@ def fold_extra_body(request: Any) -> dict[str, Any]:
 
 def request_policy(request: Any, *, chat: bool):
     """The request's resolved policy (None: dense or no sink engine here)."""
-    engine = served_engine()
+    engine = frontend_state.served_engine()
     if engine is None:
         return None
     config, block_size, max_model_len = engine
@@ -106,26 +104,6 @@ def request_policy(request: Any, *, chat: bool):
             value=xargs[PIN],
         )
     return policy
-
-
-# The request an OpenAI endpoint is serving in this task (set around
-# create_completion / create_chat_completion), so that vLLM's request-blind
-# helpers (get_max_tokens) can apply the request's own policy.
-_current_request: contextvars.ContextVar[Any] = contextvars.ContextVar(
-    "sink_current_request", default=None
-)
-# Set while build_tok_params builds a sink request's TokenizeParams (sync).
-_lift = threading.local()
-
-
-def current_request() -> Any:
-    """The OpenAI request being served in this task, or None."""
-    return _current_request.get()
-
-
-def lifting_length_limits() -> bool | None:
-    """True/False inside ``build_tok_params`` (sink/dense request), else None."""
-    return getattr(_lift, "on", None)
 
 
 def check_request_features(request: Any) -> None:
@@ -159,11 +137,8 @@ def _build_tok_params(chat: bool):
             policy = request_policy(self, chat=chat)
             if policy is not None:
                 check_request_features(self)
-            _lift.on = policy is not None
-            try:
+            with frontend_state.lifting(policy is not None):
                 params = original(self, model_config)
-            finally:
-                _lift.on = None
             if policy is None:
                 return params
             # Sink requests stream prompts of any length through the cache
@@ -203,11 +178,9 @@ async def restore_raw_xargs(request: Any, raw_request: Any) -> None:
 def _serving(original):
     async def serve(self, request, raw_request=None, *args, **kwargs):
         await restore_raw_xargs(request, raw_request)
-        token = _current_request.set(request)
-        try:
+        # vLLM's request-blind helpers (get_max_tokens) read it.
+        with frontend_state.serving(request):
             return await original(self, request, raw_request, *args, **kwargs)
-        finally:
-            _current_request.reset(token)
 
     return serve
 

@@ -2,8 +2,9 @@
 """Model Runner V1: apply evictions, return absolute prompt logprobs, RoPE.
 
 Target:      vllm.v1.worker.gpu_model_runner.GPUModelRunner.{_update_states,
-             _get_prompt_logprobs_dict, _prepare_inputs}, and ``load_model``
-             of it and of vllm.v1.worker.cpu_model_runner.CPUModelRunner
+             _get_prompt_logprobs_dict, _prepare_inputs,
+             _build_attention_metadata}, and ``load_model`` of it and of
+             vllm.v1.worker.cpu_model_runner.CPUModelRunner
 Process:     worker
 vLLM:        0.32.0, 0.33.0 (compat.SUPPORTED_VLLM; verified 0.32.0 CPU;
              0.32.0 and 0.33.0 CUDA, H100: tests/gpu)
@@ -18,17 +19,19 @@ Why:         A running request's token state only ever grows in V1; after the
              worker in parts, as the window rolls. With rotated keys (GPU,
              vllm_sink_plugin.key_mode) keys are cached rotated once and
              RoPE must see ``cache position + E`` instead.
-How:         ``_update_states``: trim the states named in
-             ``scheduler_output.sink_evictions`` and append the prompt tokens
-             revealed with them, then call the original (which replaces the
-             block row of these "resumed" requests).
-             ``_prepare_inputs``: hand ``sink_masks`` (exact sinks) to the
-             CPU attention in batch-row order.
+How:         ``_update_states``: trim the states named in the step's
+             ``Eviction`` messages (vllm_sink_plugin.protocol) and append
+             the prompt tokens revealed with them, then call the original
+             (which replaces the block row of these "resumed" requests).
+             ``_prepare_inputs``: lay out the step's ``SinkMask`` messages
+             (exact sinks) in batch-row order; ``_build_attention_metadata``
+             puts them on the step's attention metadata for the CPU
+             attention (dummy and capture batches get none).
              ``_get_prompt_logprobs_dict``: swap finished offset buffers for
              their full ones. ``load_model``: after the original, wrap each
              attention block's rotary with QueryOnlyRotary (raw keys) or
              OffsetRotary (rotated keys; then ``_update_states`` also applies
-             ``sink_views`` and ``_prepare_inputs`` fills the RoPE table).
+             ``SinkViews`` and ``_prepare_inputs`` fills the RoPE table).
              Nothing changes unless additional_config kv_policy is "sink".
 Upstream:    none yet: needs a "compact a running request" message in V1.
 Remove when: vLLM can shrink a running request's state and block row.
@@ -37,6 +40,7 @@ Tests:       tests/e2e/test_sink_core.py, tests/e2e/test_rotated_keys.py
 
 from __future__ import annotations
 
+from vllm_sink_plugin import protocol
 from vllm_sink_plugin.patches._base import wrap_attribute
 
 
@@ -57,17 +61,17 @@ def _rotated(runner) -> bool:
 
 def _update_states(original):
     def _update_states(self, scheduler_output):
-        evictions = getattr(scheduler_output, "sink_evictions", None)
+        evictions = protocol.read(scheduler_output).evictions
         if evictions:
             from vllm_sink_plugin.worker.evictions import (
                 apply_eviction,
                 reveal_prompt,
             )
 
-            for req_id, (start, count, revealed) in evictions.items():
-                apply_eviction(self.requests[req_id], start, count)
-                if revealed:
-                    reveal_prompt(self.requests[req_id], revealed)
+            for req_id, eviction in evictions.items():
+                apply_eviction(self.requests[req_id], eviction)
+                if eviction.revealed:
+                    reveal_prompt(self.requests[req_id], eviction.revealed)
         result = original(self, scheduler_output)
         if _rotated(self):
             from vllm_sink_plugin.worker.rope_offsets import apply_output
@@ -84,8 +88,9 @@ def _prepare_inputs(original):
         if _enabled(self) and not _rotated(self):
             from vllm_sink_plugin.attention import sink_masks
 
-            sink_masks.set_rows(
-                getattr(scheduler_output, "sink_masks", None),
+            # Read by _build_attention_metadata of this step only.
+            self._sink_mask_rows = sink_masks.batch_rows(
+                protocol.read(scheduler_output).masks,
                 self.input_batch.req_ids[: len(num_scheduled_tokens)],
             )
         if _rotated(self):
@@ -100,6 +105,20 @@ def _prepare_inputs(original):
         return result
 
     return _prepare_inputs
+
+
+def _build_attention_metadata(original):
+    def _build_attention_metadata(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        rows = getattr(self, "_sink_mask_rows", None)
+        if rows is not None:
+            from vllm_sink_plugin.attention import sink_masks
+
+            self._sink_mask_rows = None  # a later dummy batch gets none
+            sink_masks.attach(result[0], rows)
+        return result
+
+    return _build_attention_metadata
 
 
 def _get_prompt_logprobs_dict(original):
@@ -146,6 +165,9 @@ def apply() -> None:
     )
     wrap_attribute(GPUModelRunner, "load_model", _load_model)
     wrap_attribute(GPUModelRunner, "_prepare_inputs", _prepare_inputs)
+    wrap_attribute(
+        GPUModelRunner, "_build_attention_metadata", _build_attention_metadata
+    )
     from vllm.platforms import current_platform
 
     if not current_platform.is_cpu():  # the CPU runner is imported only on CPU
