@@ -819,6 +819,23 @@ SYMBOLS: tuple[VllmSymbol, ...] = (
         why="installs query-only (raw keys) or offset RoPE after loading",
     ),
     VllmSymbol(
+        path=f"{_CPU_ATTN}._get_attn_isa",
+        params=("dtype", "block_size", "head_size", "kv_cache_dtype"),
+        why="the CPU kernel's ISA, which fixes its key layout (worker/cpu_views)",
+    ),
+    VllmSymbol(
+        path="vllm._custom_ops.cpu_attn_reshape_and_cache",
+        params=(
+            "key",
+            "value",
+            "key_cache",
+            "value_cache",
+            "slot_mapping",
+            "isa",
+        ),
+        why="probes the CPU key layout once, to write sink views in it",
+    ),
+    VllmSymbol(
         path=f"{_CPU_RUNNER}.load_model",
         role="patched",
         params=("self",),

@@ -72,7 +72,7 @@ def _name(key: str) -> str:
     return f"{FLAGS[key]} (additional_config['{key}'])"
 
 
-def _check_policy(key: str, value: Any, name=_name) -> str:
+def check_policy(key: str, value: Any, name=_name) -> str:
     if value not in KV_POLICIES:
         raise StreamingSinkConfigError(
             f"{name(key)} must be one of {', '.join(map(repr, KV_POLICIES))}; "
@@ -81,7 +81,7 @@ def _check_policy(key: str, value: Any, name=_name) -> str:
     return value
 
 
-def _check_int(
+def check_int(
     key: str,
     value: Any,
     minimum: int,
@@ -101,7 +101,7 @@ def _check_int(
     return value
 
 
-def _check_bool(key: str, value: Any, name=_name) -> bool:
+def check_bool(key: str, value: Any, name=_name) -> bool:
     # JSON clients may send 0/1 (vllm_xargs carries numbers, not booleans).
     if isinstance(value, bool | int) and value in (0, 1):
         return bool(value)
@@ -158,32 +158,32 @@ class StreamingSinkConfig:
             StreamingSinkConfigError: naming the flag and the accepted range.
         """
         raw = dict(raw or {})
-        policy = _check_policy("kv_policy", raw.get("kv_policy", "none"))
+        policy = check_policy("kv_policy", raw.get("kv_policy", "none"))
         config = cls(
             kv_policy=policy,
-            num_sink_tokens=_check_int(
+            num_sink_tokens=check_int(
                 "num_sink_tokens",
                 raw.get("num_sink_tokens", DEFAULT_NUM_SINK_TOKENS),
                 0,
             ),
-            sink_window=_check_int(
+            sink_window=check_int(
                 "sink_window", raw.get("sink_window", DEFAULT_SINK_WINDOW), 1
             ),
             sink_prefill_chunk=(
                 None
                 if raw.get("sink_prefill_chunk") is None
-                else _check_int("sink_prefill_chunk", raw["sink_prefill_chunk"], 1)
+                else check_int("sink_prefill_chunk", raw["sink_prefill_chunk"], 1)
             ),
-            sink_request_default=_check_policy(
+            sink_request_default=check_policy(
                 "sink_request_default", raw.get("sink_request_default", "sink")
             ),
-            pin_system_prompt=_check_bool(
+            pin_system_prompt=check_bool(
                 "pin_system_prompt", raw.get("pin_system_prompt", False)
             ),
-            sink_exact_tokens=_check_bool(
+            sink_exact_tokens=check_bool(
                 "sink_exact_tokens", raw.get("sink_exact_tokens", False)
             ),
-            sink_max_prompt_tokens=_check_int(
+            sink_max_prompt_tokens=check_int(
                 "sink_max_prompt_tokens",
                 raw.get("sink_max_prompt_tokens", DEFAULT_SINK_MAX_PROMPT_TOKENS),
                 1,

@@ -106,7 +106,7 @@ def apply_policy(vllm_config: VllmConfig) -> StreamingSinkConfig:
     logger = init_logger(__name__)
     from vllm_sink_plugin.key_mode import rotated_keys
 
-    rotated = rotated_keys()
+    rotated = rotated_keys(sink)
     scheduler_config = vllm_config.scheduler_config
     v2 = vllm_config.use_v2_model_runner
     if scheduler_config.async_scheduling and not (v2 and rotated):
@@ -124,7 +124,7 @@ def apply_policy(vllm_config: VllmConfig) -> StreamingSinkConfig:
         raise StreamingSinkConfigError(
             "--sink-exact-tokens (additional_config['sink_exact_tokens']) needs "
             "the raw-key CPU backend: with rotated keys (GPU, or "
-            "VLLM_SINK_ROTATED_KEYS=1) vLLM's attention kernels attend whole "
+            "VLLM_SINK_ROTATED_KEYS=1 on CPU) vLLM's attention kernels attend whole "
             f"KV blocks, so the sinks are ceil(S/B) blocks of {block_size} "
             "tokens; drop the flag"
         )

@@ -10,14 +10,23 @@ two kinds of state through this module, and only through it:
   :func:`served_engine`, :func:`sink_served`) and the output cap of sink
   requests without ``max_tokens`` (:func:`default_cap`);
 - **the request in hand**: the OpenAI request an endpoint is serving in this
-  asyncio task (:func:`serving`, :func:`current_request`) and, while its
-  ``TokenizeParams`` are built, whether its length limits are lifted
-  (:func:`lifting`, :func:`lifting_length_limits`)::
+  asyncio task (:func:`serving`, :func:`current_request`), its policy once
+  resolved (:func:`remember_policy`, :func:`resolved_policy`: resolved once,
+  then carried to every later stage) and, while its ``TokenizeParams`` are
+  built, whether its length limits are lifted (:func:`lifting`,
+  :func:`lifting_length_limits`)::
 
       create_chat_completion(request)        serving(request)
-        build_tok_params                       lifting(sink?)
+        build_tok_params                       resolve, remember_policy;
+                                               lifting(sink?)
           TokenizeParams.__post_init__           lifting_length_limits()
-        get_max_tokens(...)                    current_request()
+        render_chat_request (pinning)          resolve again, remember_policy
+        get_max_tokens(...)                    resolved_policy(current_request())
+        to_sampling_params                     resolved_policy
+        InputProcessor.process_inputs          resolved_policy
+
+The engine core resolves the policy once more from ``SamplingParams.extra_args``
+when the request arrives: it is another process and trusts no client.
 """
 
 from __future__ import annotations
@@ -50,6 +59,10 @@ _engine: tuple[StreamingSinkConfig, int, int] | None = None
 # The request an OpenAI endpoint is serving in this task.
 _current_request: contextvars.ContextVar[Any] = contextvars.ContextVar(
     "sink_current_request", default=None
+)
+# Policies resolved for the requests in hand: id(request) -> policy or None.
+_resolved: contextvars.ContextVar[dict[int, Any] | None] = contextvars.ContextVar(
+    "sink_resolved_policies", default=None
 )
 # Set while build_tok_params builds a request's TokenizeParams (sync).
 _lift = threading.local()
@@ -113,15 +126,32 @@ def sink_served() -> bool:
 def serving(request: Any) -> Iterator[None]:
     """Marks ``request`` as the one this task serves, for the duration."""
     token = _current_request.set(request)
+    resolved = _resolved.set({})
     try:
         yield
     finally:
+        _resolved.reset(resolved)
         _current_request.reset(token)
 
 
 def current_request() -> Any:
     """The OpenAI request being served in this task, or None."""
     return _current_request.get()
+
+
+def remember_policy(request: Any, policy: Any) -> None:
+    """Keeps the resolved policy (None: dense) of a request in hand."""
+    cache = _resolved.get()
+    if cache is not None:
+        cache[id(request)] = policy
+
+
+def resolved_policy(request: Any) -> tuple[bool, Any]:
+    """``(True, policy)`` if ``request``'s policy was resolved in this task."""
+    cache = _resolved.get()
+    if request is None or cache is None or id(request) not in cache:
+        return False, None
+    return True, cache[id(request)]
 
 
 @contextlib.contextmanager

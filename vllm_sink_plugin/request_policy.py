@@ -30,9 +30,9 @@ from vllm_sink_plugin.config import (
     SINK_MAX_TOKENS_LIMIT,
     StreamingSinkConfig,
     StreamingSinkConfigError,
-    _check_bool,
-    _check_int,
-    _check_policy,
+    check_bool,
+    check_int,
+    check_policy,
 )
 
 REQUEST_KEYS = ("kv_policy", "num_sink_tokens", "sink_window", "pin_system_prompt")
@@ -74,7 +74,7 @@ def resolve(
     key = "kv_policy"
     try:
         default = engine.sink_request_default if engine.enabled else "none"
-        policy = _check_policy(key, fields.get(key, default), field_name)
+        policy = check_policy(key, fields.get(key, default), field_name)
         if not engine.enabled:
             if policy == "sink" or set(fields) - {key}:
                 key = next(iter(set(fields) - {"kv_policy"}), "kv_policy")
@@ -95,15 +95,13 @@ def resolve(
                 )
             return None
         key = "num_sink_tokens"
-        num_sink_tokens = _check_int(
+        num_sink_tokens = check_int(
             key, fields.get(key, engine.num_sink_tokens), 0, field_name
         )
         key = "sink_window"
-        sink_window = _check_int(
-            key, fields.get(key, engine.sink_window), 1, field_name
-        )
+        sink_window = check_int(key, fields.get(key, engine.sink_window), 1, field_name)
         key = "pin_system_prompt"
-        pin = _check_bool(key, fields.get(key, engine.pin_system_prompt), field_name)
+        pin = check_bool(key, fields.get(key, engine.pin_system_prompt), field_name)
         config = StreamingSinkConfig(
             kv_policy="sink",
             num_sink_tokens=num_sink_tokens,

@@ -87,7 +87,7 @@ def render() -> str:
         "*exact* = every logprob within the bar of the transformers-based "
         "reference over an 800-token stream (8× the cache, teacher-forced) "
         "and 32 greedy tokens, "
-        "on CPU with both key designs (raw: CPU; rotated: the GPU design) "
+        "on CPU with both key designs (rotated: the default; raw: exact sinks) "
         "(`tests/models/test_family_exact.py`); *refused* = refused at startup, "
         "before any weight loads, by an error that names the reason "
         "(`tests/models/test_family_refused.py`)."

@@ -2,12 +2,12 @@
 """CPU attention over a cache of raw (pre-RoPE) keys.
 
 Registered in place of ``CPU_ATTN`` (the CPU platform always picks that
-member). With ``--kv-policy none`` every call goes to vLLM's own kernels
-unchanged; with ``--kv-policy sink`` this implementation
+member). Without the policy, and with rotated keys (the CPU default,
+:mod:`vllm_sink_plugin.key_mode`), every call goes to vLLM's own kernels
+unchanged. With raw keys (``--sink-exact-tokens``, or
+``VLLM_SINK_ROTATED_KEYS=0``) this implementation
 
-* writes raw K and V (or, with ``VLLM_SINK_ROTATED_KEYS=1``, the keys the
-  model rotated: the GPU design, testable on CPU) into the layer's cache
-  tensor, laid out per slot as
+* writes raw K and V into the layer's cache tensor, laid out per slot as
   ``kv_cache[block, head, offset, :D] = K`` and ``[..., D:] = V``;
 * for each request gathers its ``seq_len`` cached tokens through the block
   table, rotates the keys to positions ``0 .. seq_len - 1`` and attends
@@ -36,26 +36,26 @@ from vllm_sink_plugin.attention import sink_masks
 from vllm_sink_plugin.attention.rope import rotate_keys
 
 
-def _policy_enabled() -> bool:
+def _raw_keys() -> bool:
+    """True if the engine has the sink policy with raw keys (this backend's)."""
     from vllm.config import get_current_vllm_config
 
     from vllm_sink_plugin.config import StreamingSinkConfig
+    from vllm_sink_plugin.key_mode import rotated_keys
 
-    config = get_current_vllm_config()
-    return StreamingSinkConfig.from_mapping(config.additional_config).enabled
+    config = StreamingSinkConfig.from_mapping(
+        get_current_vllm_config().additional_config
+    )
+    return config.enabled and not rotated_keys(config)
 
 
 class StreamingSinkCpuImpl(CPUAttentionBackendImpl):
     """``CPUAttentionBackendImpl`` that caches raw keys under the sink policy."""
 
     def __init__(self, *args, **kwargs):
-        from vllm_sink_plugin.key_mode import rotated_keys
-
         super().__init__(*args, **kwargs)
-        self.sink_enabled = _policy_enabled()
-        # Rotated keys (VLLM_SINK_ROTATED_KEYS=1, the GPU design run on CPU):
-        # keys arrive rotated and are read as they are, in the same layout.
-        self.sink_keys_rotated = rotated_keys()
+        # Rotated keys are cached and attended as stock vLLM does.
+        self.sink_enabled = _raw_keys()
         self.sink_rotary = None  # set by install_query_only_rope
 
     def do_kv_cache_update(self, layer, key, value, kv_cache, slot_mapping):
@@ -85,7 +85,7 @@ class StreamingSinkCpuImpl(CPUAttentionBackendImpl):
                 *args,
                 **kwargs,
             )
-        assert self.sink_keys_rotated or self.sink_rotary is not None, (
+        assert self.sink_rotary is not None, (
             "sink attention has no rotary: install_query_only_rope did not run"
         )
         head_size = self.head_size
@@ -110,8 +110,7 @@ class StreamingSinkCpuImpl(CPUAttentionBackendImpl):
             if masks is not None and i < len(masks) and masks[i] is not None:
                 slots, positions = sink_masks.kept_slots(seq_len, masks[i])
                 keys, values = keys[slots], values[slots]
-            if not self.sink_keys_rotated:
-                keys = rotate_keys(self.sink_rotary, keys, positions)
+            keys = rotate_keys(self.sink_rotary, keys, positions)
             mask = None
             if num_query > 1:
                 # Causal by cache slot (a masked sink slot's own query still

@@ -163,7 +163,7 @@ class StreamingSinkScheduler(Scheduler):
             block_size=self.sink_block_size, max_model_len=self.max_model_len
         )
         self.sink_stats = StreamingSinkStats()
-        self.sink_rotated = rotated_keys()
+        self.sink_rotated = rotated_keys(self.sink_config)
         self.sink_kv = SinkKV(self.kv_cache_manager)
         self._sink_requests: dict[str, SinkRequestState] = {}
         # req_id -> token tail taken off for the length of one schedule()

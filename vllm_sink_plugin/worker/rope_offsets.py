@@ -27,7 +27,7 @@ import torch
 from torch.profiler import record_function
 
 from vllm_sink_plugin import protocol
-from vllm_sink_plugin.attention.offset_rope import OffsetRopeTable, turn
+from vllm_sink_plugin.attention.offset_rope import OffsetRopeTable
 
 # Profiler ranges around the GPU work the plugin adds (benchmarks P5).
 PROFILE_TABLE = "sink::rope_table"
@@ -69,11 +69,14 @@ class RopeOffsets:
         self.table = table
         self.kv_caches = kv_caches
         self.offsets: dict[str, int] = {}
-        self.writer = None
         if kv_caches[0].is_cuda:
             from vllm_sink_plugin.worker.view_kernel import ViewWriter
 
             self.writer = ViewWriter(kv_caches, table.rotary_dim, table.is_neox)
+        else:
+            from vllm_sink_plugin.worker.cpu_views import CpuViewWriter
+
+            self.writer = CpuViewWriter(kv_caches, table.rotary_dim, table.is_neox)
 
     def update(
         self,
@@ -103,20 +106,10 @@ class RopeOffsets:
         """``cache[view] = cache[sink]`` with keys turned by each block's offset."""
         # One host-to-device copy carries the three index rows.
         src, dst, by = to_device([sinks, views, offsets], self.table.table.device)
-        if self.writer is not None:  # CUDA: one launch for all layers
+        if src.is_cuda:  # one launch for all layers
             self.writer.write(src, dst, by, self.table.frequencies)
-            return
-        cos, sin = self.table.angles(by)
-        cos, sin = cos[:, None, None, :], sin[:, None, None, :]
-        rot = self.table.rotary_dim
-        for cache in self.kv_caches:
-            blocks = cache[src]  # [n, kv_heads, block_size, 2 * head_size]
-            # Slot s: key in [s, :D], value in [s, D:] (FlashAttention,
-            # Triton and Flex backends; the plugin's CPU backend).
-            keys = blocks[..., :rot]
-            turned = turn(keys.float(), cos, sin, self.table.is_neox)
-            keys.copy_(turned)
-            cache[dst] = blocks
+        else:  # vLLM's CPU layout, layer by layer
+            self.writer.write(src, dst, *self.table.angles(by))
 
     def prepare(
         self, req_ids, num_scheduled: np.ndarray, positions: torch.Tensor

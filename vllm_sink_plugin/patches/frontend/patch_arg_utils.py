@@ -158,12 +158,14 @@ def _from_cli_args(original):
 
 
 def _async_capable() -> bool:
-    """Rotated keys on Model Runner V2 (vLLM's default there) run async steps."""
+    """Model Runner V2 (vLLM's default on GPU; never on CPU) runs async steps."""
     import os
 
-    from vllm_sink_plugin.key_mode import rotated_keys
+    from vllm.platforms import current_platform
 
-    return rotated_keys() and os.environ.get("VLLM_USE_V2_MODEL_RUNNER") != "0"
+    if current_platform.is_cpu():
+        return False
+    return os.environ.get("VLLM_USE_V2_MODEL_RUNNER") != "0"
 
 
 def _create_engine_config(original):

@@ -39,8 +39,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 
+from vllm_sink_plugin import frontend_state
 from vllm_sink_plugin.config import StreamingSinkConfig
-from vllm_sink_plugin.frontend_state import default_cap
 from vllm_sink_plugin.patches._base import wrap_attribute
 from vllm_sink_plugin.request_policy import (
     SinkRequestError,
@@ -57,6 +57,10 @@ def _policy_of(processor, params):
 
     if not isinstance(params, SamplingParams):
         return None
+    # Resolved by the OpenAI layer for the request this task serves.
+    found, policy = frontend_state.resolved_policy(frontend_state.current_request())
+    if found:
+        return policy
     config = processor.vllm_config
     extra_args = params.extra_args
     if extra_args and extra_args.get("pin_system_prompt"):
@@ -80,7 +84,7 @@ def _process_inputs(original):
             return original(self, request_id, prompt, params, *args, **kwargs)
         if params.max_tokens is None:
             params = params.clone()
-            params.max_tokens = default_cap()
+            params.max_tokens = frontend_state.default_cap()
         check_sizes(policy, max_tokens=params.max_tokens, prompt_len=None)
         _state.sink = (policy, params.prompt_logprobs)
         try:

@@ -87,8 +87,16 @@ def fold_extra_body(request: Any) -> dict[str, Any]:
     return xargs
 
 
-def request_policy(request: Any, *, chat: bool):
-    """The request's resolved policy (None: dense or no sink engine here)."""
+def request_policy(request: Any, *, chat: bool, again: bool = False):
+    """The request's resolved policy (None: dense or no sink engine here).
+
+    Resolved once per request and remembered (``frontend_state``); ``again``
+    resolves anew, after the plugin changed the request's fields (pinning).
+    """
+    if not again:
+        found, policy = frontend_state.resolved_policy(request)
+        if found:
+            return policy
     engine = frontend_state.served_engine()
     if engine is None:
         return None
@@ -103,6 +111,7 @@ def request_policy(request: Any, *, chat: bool):
             parameter=PIN,
             value=xargs[PIN],
         )
+    frontend_state.remember_policy(request, policy)
     return policy
 
 
@@ -250,7 +259,7 @@ def _render_chat_request(original):
                 xargs["num_sink_tokens"] = max(policy.num_sink_tokens, pinned)
                 request.vllm_xargs = xargs
                 try:
-                    request_policy(request, chat=True)
+                    request_policy(request, chat=True, again=True)
                 except SinkRequestError as error:
                     raise SinkRequestError(
                         f"{field_name(PIN)}: the system prompt is {pinned} "

@@ -42,21 +42,10 @@ from __future__ import annotations
 
 from vllm_sink_plugin import protocol
 from vllm_sink_plugin.patches._base import wrap_attribute
-
-
-def _enabled(runner) -> bool:
-    from vllm_sink_plugin.config import StreamingSinkConfig
-
-    cached = getattr(runner, "_sink_policy_enabled", None)
-    if cached is None:
-        config = runner.vllm_config.additional_config
-        cached = StreamingSinkConfig.from_mapping(config).enabled
-        runner._sink_policy_enabled = cached
-    return cached
-
-
-def _rotated(runner) -> bool:
-    return getattr(runner, "_sink_rope_table", None) is not None
+from vllm_sink_plugin.worker.runner_policy import (
+    rotated_keys_installed,
+    sink_enabled,
+)
 
 
 def _update_states(original):
@@ -73,7 +62,7 @@ def _update_states(original):
                 if eviction.revealed:
                     reveal_prompt(self.requests[req_id], eviction.revealed)
         result = original(self, scheduler_output)
-        if _rotated(self):
+        if rotated_keys_installed(self):
             from vllm_sink_plugin.worker.rope_offsets import apply_output
 
             apply_output(self, scheduler_output)
@@ -85,7 +74,7 @@ def _update_states(original):
 def _prepare_inputs(original):
     def _prepare_inputs(self, scheduler_output, num_scheduled_tokens, *args, **kw):
         result = original(self, scheduler_output, num_scheduled_tokens, *args, **kw)
-        if _enabled(self) and not _rotated(self):
+        if sink_enabled(self) and not rotated_keys_installed(self):
             from vllm_sink_plugin.attention import sink_masks
 
             # Read by _build_attention_metadata of this step only.
@@ -93,7 +82,7 @@ def _prepare_inputs(original):
                 protocol.read(scheduler_output).masks,
                 self.input_batch.req_ids[: len(num_scheduled_tokens)],
             )
-        if _rotated(self):
+        if rotated_keys_installed(self):
             from vllm_sink_plugin.worker.rope_offsets import offsets_of
 
             num_tokens = scheduler_output.total_num_scheduled_tokens
@@ -124,7 +113,7 @@ def _build_attention_metadata(original):
 def _get_prompt_logprobs_dict(original):
     def _get_prompt_logprobs_dict(self, *args, **kwargs):
         result = original(self, *args, **kwargs)
-        if result and _enabled(self):
+        if result and sink_enabled(self):
             from vllm_sink_plugin.worker.evictions import full_prompt_logprobs
 
             for req_id, tensors in result.items():
@@ -140,10 +129,10 @@ def _get_prompt_logprobs_dict(original):
 def _load_model(original):
     def load_model(self, *args, **kwargs):
         result = original(self, *args, **kwargs)
-        if _enabled(self):
+        if sink_enabled(self):
             from vllm_sink_plugin.key_mode import rotated_keys
 
-            if rotated_keys():
+            if rotated_keys(self.vllm_config.additional_config):
                 from vllm_sink_plugin.worker import rope_offsets
 
                 rope_offsets.install(self, self.positions)

@@ -36,13 +36,13 @@ Tests:       tests/gpu/test_gpu_sink.py, tests/unit/test_patch_model_runner_v2.p
 from __future__ import annotations
 
 from vllm_sink_plugin.patches._base import wrap_attribute
-from vllm_sink_plugin.patches.worker.patch_gpu_model_runner import _enabled
+from vllm_sink_plugin.worker.runner_policy import sink_enabled
 
 
 def _load_model(original):
     def load_model(self, *args, **kwargs):
         result = original(self, *args, **kwargs)
-        if _enabled(self):
+        if sink_enabled(self):
             from vllm_sink_plugin.worker import rope_offsets
 
             rope_offsets.install(self, self.input_buffers.positions)
@@ -53,7 +53,7 @@ def _load_model(original):
 
 def _update_requests(original):
     def update_requests(self, scheduler_output):
-        if not _enabled(self):
+        if not sink_enabled(self):
             return original(self, scheduler_output)
         from vllm_sink_plugin.worker.evictions_v2 import apply_evictions_v2
         from vllm_sink_plugin.worker.rope_offsets import apply_output
@@ -69,7 +69,7 @@ def _update_requests(original):
 def _prepare_attn(original):
     def prepare_attn(self, input_batch, *args, **kwargs):
         result = original(self, input_batch, *args, **kwargs)
-        if _enabled(self):
+        if sink_enabled(self):
             from vllm_sink_plugin.worker.rope_offsets import offsets_of
 
             self._sink_step_offsets = offsets_of(self).prepare(
