@@ -32,12 +32,12 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.host import host_cpu
 
 MAX_MODEL_LEN = 1024
 BLOCK_SIZE = 32
@@ -46,23 +46,6 @@ WINDOW = 480
 CACHE = 32 + WINDOW  # sink slots (one block) + window slots
 KV_CACHE_BYTES = 128 << 20
 WORKLOADS = ("decode_1", "decode_8", "no_eviction")
-
-
-def cpu_name() -> str:
-    """The CPU model and the cores this process may use."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in out.splitlines()
-                if line.startswith("Model name")
-            ),
-            platform.processor(),
-        )
-    except OSError:
-        model = platform.processor()
-    return f"{model} x {len(os.sched_getaffinity(0))}"
 
 
 def _decode(runner, streams: int, tokens: int, sink: bool) -> dict:
@@ -226,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         runs.append(run)
     result = {
         "command": "python -m benchmarks.cpu_speed " + " ".join(sys.argv[1:]),
-        "cpu": cpu_name(),
+        "cpu": host_cpu(),
         "model": "SmolLM2-135M-Instruct (bf16)",
         "compiled": not args.eager,
         "keys": args.keys,

@@ -4,6 +4,11 @@
     python -m benchmarks.gpu_bench --out DIR [--scale smoke|small|full]
         [--only p1,p2,p3,p4,p5,soak] [--tasks NAME,...] [--device cuda|cpu]
         [--tensor-parallel-size N --distributed-executor-backend mp|ray]
+        [--reps N]
+
+The plugin/stock ratios of P1 and P2 are measured ``--reps`` times (default
+3; 1 at smoke scale), the two engines alternating, and reported as the median
+with its spread (``<key>_min``, ``<key>_max``, ``<key>_runs``).
 
 Each engine configuration runs in its own child process (``spawn``), so GPU
 memory is released between engines and the stock engine runs with
@@ -46,6 +51,7 @@ from pathlib import Path
 from benchmarks.gpu.plan import (
     CPU_BLOCK_SIZE,
     GPU_BLOCK_SIZE,
+    REPEATED,
     SCALES,
     SIZES,
     TASKS,
@@ -56,7 +62,9 @@ from benchmarks.gpu.plan import (
     describe,
     engine_start_seconds,
     estimate_seconds,
+    repeat_plan,
 )
+from benchmarks.host import host_cpu
 
 # After its last task, a child gets this long to exit before it is stopped.
 EXIT_GRACE_S = 120
@@ -122,6 +130,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--distributed-executor-backend",
         choices=("mp", "ray"),
         help="every engine's executor (default: vLLM's choice)",
+    )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        help="repetitions of the P1/P2 ratios, engines alternating "
+        "(default 3; 1 at --scale smoke)",
     )
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     parser.add_argument("--soak-seconds", type=float, help="override the scale's")
@@ -379,7 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     jobs = build_plan(sizes, args.only, done=set(kept["tasks"]) | skipped)
     if not jobs:
         raise SystemExit("nothing to run: --tasks names no task that --only needs")
-    estimate = print_plan(jobs, sizes, device, args.scale)
+    reps = args.reps or (1 if args.scale == "smoke" else 3)
+    if reps < 1:
+        raise SystemExit("--reps must be at least 1")
+    planned = repeat_plan(jobs, reps)
+    estimate = print_plan([job for _, job in planned], sizes, device, args.scale)
     if args.dry_run:
         return 0
     out.mkdir(parents=True, exist_ok=True)
@@ -399,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             "parallel": parallel_kwargs(args),
             "estimate_s": round(estimate),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host_cpu": host_cpu(),
+            "reps": reps,
             "previous_wall_s": previous_wall if args.resume else 0,
         },
         "plan": {
@@ -410,16 +430,22 @@ def main(argv: list[str] | None = None) -> int:
         },
         "engines": dict(kept["engines"]),
         "tasks": dict(kept["tasks"]),
+        # task -> its result in every repetition (the ratio tasks only)
+        "reps": {},
         "errors": {},
     }
     start = time.perf_counter()
-    for k, job in enumerate(jobs, 1):
-        print(f"\n[engine {k}/{len(jobs)}] {job.name}", flush=True)
+    for k, (rep, job) in enumerate(planned, 1):
+        print(f"\n[engine {k}/{len(planned)}] {job.name}", flush=True)
         result = run_job(job, args, sizes, device, out)
         raw["engines"][job.name] = result["engine"]
-        raw["tasks"].update(result["tasks"])
+        if rep == 1:
+            raw["tasks"].update(result["tasks"])
+        for name, task in result["tasks"].items():
+            if any(name in pair[:2] for pair in REPEATED.values()):
+                raw["reps"].setdefault(name, []).append(task)
         for task in job.tasks:
-            print(_one_line(task.name, raw["tasks"][task.name]), flush=True)
+            print(_one_line(task.name, result["tasks"][task.name]), flush=True)
         _update_meta(raw, start)
         summary = write_reports(raw, out)  # after every engine: a kill loses less
     _update_meta(raw, start)
@@ -430,6 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = sorted(
         [name for name, r in raw["tasks"].items() if "error" in r]
         + [f"engine {n}" for n, e in raw["engines"].items() if "error" in e]
+        + [
+            f"{n} (a repetition)"
+            for n, runs in raw["reps"].items()
+            if any("error" in r for r in runs[1:])
+        ]
     )
     if failed:
         print(f"FAILED: {', '.join(failed)} (tracebacks in raw.json)", flush=True)

@@ -332,3 +332,41 @@ def describe(task: Task, sizes: Sizes) -> str:
         f"{s.p4_plugin_tokens} tokens past the fill",
         "p4_recompute": f"batch {batches}, W {s.cache_tokens}, {steps} tokens",
     }[task.name]
+
+
+# Ratios measured again on every repetition: key -> (plugin task, baseline
+# task, plugin rate field, baseline rate field).
+REPEATED = {
+    "p1_no_eviction_ratio": ("p1_plugin", "p1_baseline", "tok_s", "tok_s"),
+    "p2_streaming_ratio": ("p2_plugin", "p2_baseline", "tok_s", "decode_tok_s"),
+}
+
+
+def repeat_plan(jobs: list[EngineJob], reps: int) -> list[tuple[int, EngineJob]]:
+    """``jobs`` once, then their ratio tasks ``reps - 1`` more times.
+
+    The repeated engines alternate, so neither side always runs first on a
+    warming or drifting machine::
+
+        rep 1: plugin (all tasks), baseline (all tasks), other engines
+        rep 2: baseline (P1, P2), plugin (P1, P2)
+        rep 3: plugin (P1, P2), baseline (P1, P2)
+
+    Returns:
+        ``(repetition, job)`` pairs in run order; later repetitions' jobs are
+        named ``<job>-rep<k>``.
+    """
+    planned = [(1, job) for job in jobs]
+    names = {name for pair in REPEATED.values() for name in pair[:2]}
+    again = [
+        EngineJob(job.name, job.spec, [t for t in job.tasks if t.name in names])
+        for job in jobs
+    ]
+    again = [job for job in again if job.tasks]
+    for rep in range(2, reps + 1):
+        order = again[::-1] if rep % 2 == 0 else again
+        planned += [
+            (rep, EngineJob(f"{job.name}-rep{rep}", job.spec, job.tasks))
+            for job in order
+        ]
+    return planned
