@@ -32,12 +32,12 @@ import argparse
 import json
 import multiprocessing
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
 from benchmarks.host import host_cpu
+from benchmarks.repeats import spread
 
 MAX_MODEL_LEN = 1024
 BLOCK_SIZE = 32
@@ -160,22 +160,14 @@ def run_engine(sink: bool, args) -> dict:
 
 def summarize(runs: list[dict]) -> dict:
     """Medians and spreads of each side's rates and of the per-rep ratios."""
-
-    def spread(values):
-        return {
-            "median": round(statistics.median(values), 3),
-            "min": round(min(values), 3),
-            "max": round(max(values), 3),
-        }
-
     out = {}
     for name in WORKLOADS:
         stock = [run["stock"][name]["tok_s"] for run in runs]
         sink = [run["sink"][name]["tok_s"] for run in runs]
         out[name] = {
-            "stock_tok_s": spread(stock),
-            "sink_tok_s": spread(sink),
-            "ratio": spread([s / b for s, b in zip(sink, stock, strict=True)]),
+            "stock_tok_s": spread(stock, 3),
+            "sink_tok_s": spread(sink, 3),
+            "ratio": spread([s / b for s, b in zip(sink, stock, strict=True)], 3),
         }
     return out
 

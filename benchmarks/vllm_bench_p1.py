@@ -24,13 +24,13 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from benchmarks.host import host_cpu
+from benchmarks.repeats import keyed_spread
 
 
 def vllm_command() -> list[str]:
@@ -91,12 +91,7 @@ def ratio_summary(runs: list[dict]) -> dict:
         round(r["sink"]["requests_per_second"] / r["stock"]["requests_per_second"], 4)
         for r in runs
     ]
-    return {
-        "vllm_bench_p1_ratio": round(statistics.median(ratios), 4),
-        "vllm_bench_p1_ratio_min": min(ratios),
-        "vllm_bench_p1_ratio_max": max(ratios),
-        "vllm_bench_p1_ratio_runs": ratios,
-    }
+    return keyed_spread("vllm_bench_p1_ratio", ratios)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,10 +8,10 @@
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 from benchmarks.gpu.plan import REPEATED
+from benchmarks.repeats import keyed_spread
 
 KEYS = (
     "gpu",
@@ -65,11 +65,7 @@ def _spread(summary: dict, raw: dict) -> None:
         runs = repeated_ratios(raw, key)
         if not runs and summary[key] is not None:
             runs = [summary[key]]  # an older raw.json: one measurement
-        if runs:
-            summary[key] = round(statistics.median(runs), 4)
-        summary[f"{key}_min"] = min(runs) if runs else None
-        summary[f"{key}_max"] = max(runs) if runs else None
-        summary[f"{key}_runs"] = runs
+        summary.update(keyed_spread(key, runs))
 
 
 def _batch(task: dict, batch: str) -> dict:
