@@ -56,7 +56,9 @@ def test_view_equals_the_sink_keys_turned_then_cached(is_neox):
     angles = torch.tensor([offset], dtype=torch.float64)[:, None] * frequencies
     cos, sin = angles.cos().float(), angles.sin().float()
     writer = CpuViewWriter(caches, rot, is_neox)
-    writer.write(torch.tensor([1]), torch.tensor([3]), cos, sin)
+    writer.write(
+        torch.tensor([1]), torch.tensor([3]), torch.tensor([offset]), frequencies
+    )
 
     turned = keys.clone()
     turned[..., :rot] = turn(keys[..., :rot], cos, sin, is_neox)

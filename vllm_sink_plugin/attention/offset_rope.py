@@ -61,6 +61,14 @@ def turn(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, is_neox: bool):
     return torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
 
 
+def offset_angles(
+    offsets: torch.Tensor, frequencies: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (float32) of ``offsets [n] x frequencies [rot/2]``, in float64."""
+    angles = offsets.to(torch.float64)[:, None] * frequencies[None, :]
+    return angles.cos().float(), angles.sin().float()
+
+
 class OffsetRopeTable:
     """The per-step cos/sin table one rotary reads through :class:`OffsetRotary`.
 
@@ -84,8 +92,7 @@ class OffsetRopeTable:
 
     def angles(self, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin (float32) of ``offsets [n]`` x frequencies, ``[n, rot/2]``."""
-        angles = offsets.to(torch.float64)[:, None] * self.frequencies[None, :]
-        return angles.cos().float(), angles.sin().float()
+        return offset_angles(offsets, self.frequencies)
 
     def fill(self, cache_positions: torch.Tensor, offsets: torch.Tensor | None):
         """Writes rows ``0 .. n-1`` for this step's tokens.

@@ -26,7 +26,7 @@ import functools
 
 import torch
 
-from vllm_sink_plugin.attention.offset_rope import turn
+from vllm_sink_plugin.attention.offset_rope import offset_angles, turn
 
 # Digits small enough that bf16 (8 significant bits) holds them exactly.
 _BASE = 64
@@ -94,13 +94,16 @@ class CpuViewWriter:
         isa = _get_attn_isa(dtype, block_size, self.head_size, "auto")
         self.order = packed_order(isa, dtype, block_size, self.head_size)
 
-    def write(self, src, dst, cos: torch.Tensor, sin: torch.Tensor) -> None:
-        """``cache[dst] = cache[src]`` with keys turned by the angles given.
+    def write(self, src, dst, offsets, frequencies: torch.Tensor) -> None:
+        """``cache[dst] = cache[src]`` with keys turned by each block's offset.
+
+        The same call as the CUDA writer (``view_kernel.ViewWriter``).
 
         Args:
-            src, dst: sink and view block ids ``[n]``.
-            cos, sin: ``[n, rotary_dim / 2]`` of each block's offset.
+            src, dst, offsets: sink and view block ids, offsets ``E``: ``[n]``.
+            frequencies: float64 ``[rotary_dim / 2]``.
         """
+        cos, sin = offset_angles(offsets, frequencies)
         cos, sin = cos[:, None, None, :], sin[:, None, None, :]
         rot, order = self.rotary_dim, self.order
         for cache in self.kv_caches:

@@ -67,16 +67,12 @@ class RopeOffsets:
 
     def __init__(self, table: OffsetRopeTable, kv_caches: list[torch.Tensor]):
         self.table = table
-        self.kv_caches = kv_caches
         self.offsets: dict[str, int] = {}
-        if kv_caches[0].is_cuda:
-            from vllm_sink_plugin.worker.view_kernel import ViewWriter
-
-            self.writer = ViewWriter(kv_caches, table.rotary_dim, table.is_neox)
-        else:
-            from vllm_sink_plugin.worker.cpu_views import CpuViewWriter
-
-            self.writer = CpuViewWriter(kv_caches, table.rotary_dim, table.is_neox)
+        if kv_caches[0].is_cuda:  # one launch for all layers
+            from vllm_sink_plugin.worker.view_kernel import ViewWriter as Writer
+        else:  # vLLM's CPU layout, layer by layer
+            from vllm_sink_plugin.worker.cpu_views import CpuViewWriter as Writer
+        self.writer = Writer(kv_caches, table.rotary_dim, table.is_neox)
 
     def update(
         self,
@@ -106,10 +102,7 @@ class RopeOffsets:
         """``cache[view] = cache[sink]`` with keys turned by each block's offset."""
         # One host-to-device copy carries the three index rows.
         src, dst, by = to_device([sinks, views, offsets], self.table.table.device)
-        if src.is_cuda:  # one launch for all layers
-            self.writer.write(src, dst, by, self.table.frequencies)
-        else:  # vLLM's CPU layout, layer by layer
-            self.writer.write(src, dst, *self.table.angles(by))
+        self.writer.write(src, dst, by, self.table.frequencies)
 
     def prepare(
         self, req_ids, num_scheduled: np.ndarray, positions: torch.Tensor
