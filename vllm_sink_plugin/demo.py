@@ -156,14 +156,14 @@ def stream_story(url: str, model: str, max_tokens: int, pool: int) -> dict:
 def stream_restarting(url: str, model: str, max_tokens: int, pool: int) -> dict:
     """Stock vLLM: stories restarted at ``max_model_len`` until ``max_tokens``."""
     parts: list[dict] = []
-    while sum(p["tokens"] for p in parts) < max_tokens:
-        left = max_tokens - sum(p["tokens"] for p in parts)
+    tokens = 0
+    while tokens < max_tokens:
         if parts:
-            print(f"\n== restarting at max_model_len ({left} tokens to go)")
-        parts.append(stream_story(url, model, left, pool))
+            print(f"\n== restarting at max_model_len ({max_tokens - tokens} to go)")
+        parts.append(stream_story(url, model, max_tokens - tokens, pool))
         if parts[-1]["tokens"] == 0:
             break
-    tokens = sum(p["tokens"] for p in parts)
+        tokens += parts[-1]["tokens"]
     seconds = sum(p["seconds"] for p in parts)
     return dict(
         tokens=tokens,

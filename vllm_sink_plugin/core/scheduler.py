@@ -418,7 +418,7 @@ class StreamingSinkScheduler(Scheduler):
             sink.offset += count
 
         eviction = Eviction(start=start, count=count)
-        # Request's lists are shared with its read-only views: edit in place.
+        # The output list backs the request's read-only views: edited in place.
         prompt, output, num_prompt, num_output = eviction.trim(
             request.prompt_token_ids,
             request._output_token_ids,
