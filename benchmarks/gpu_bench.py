@@ -51,7 +51,7 @@ from pathlib import Path
 from benchmarks.gpu.plan import (
     CPU_BLOCK_SIZE,
     GPU_BLOCK_SIZE,
-    REPEATED,
+    REPEATED_TASKS,
     SCALES,
     SIZES,
     TASKS,
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         if rep == 1:
             raw["tasks"].update(result["tasks"])
         for name, task in result["tasks"].items():
-            if any(name in pair[:2] for pair in REPEATED.values()):
+            if name in REPEATED_TASKS:
                 raw["reps"].setdefault(name, []).append(task)
         for task in job.tasks:
             print(_one_line(task.name, result["tasks"][task.name]), flush=True)

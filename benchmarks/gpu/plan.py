@@ -340,6 +340,7 @@ REPEATED = {
     "p1_no_eviction_ratio": ("p1_plugin", "p1_baseline", "tok_s", "tok_s"),
     "p2_streaming_ratio": ("p2_plugin", "p2_baseline", "tok_s", "decode_tok_s"),
 }
+REPEATED_TASKS = frozenset(name for pair in REPEATED.values() for name in pair[:2])
 
 
 def repeat_plan(jobs: list[EngineJob], reps: int) -> list[tuple[int, EngineJob]]:
@@ -357,9 +358,10 @@ def repeat_plan(jobs: list[EngineJob], reps: int) -> list[tuple[int, EngineJob]]
         named ``<job>-rep<k>``.
     """
     planned = [(1, job) for job in jobs]
-    names = {name for pair in REPEATED.values() for name in pair[:2]}
     again = [
-        EngineJob(job.name, job.spec, [t for t in job.tasks if t.name in names])
+        EngineJob(
+            job.name, job.spec, [t for t in job.tasks if t.name in REPEATED_TASKS]
+        )
         for job in jobs
     ]
     again = [job for job in again if job.tasks]
